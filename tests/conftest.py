@@ -1,0 +1,51 @@
+"""Shared test helpers: run a script's CLI, make tiny corpora, find ../shared/data."""
+import os
+import subprocess
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SHARED_DATA = os.path.join(os.path.dirname(ROOT), "shared", "data")
+sys.path.insert(0, ROOT)  # the scripts sit at the top level: `import rnn`
+
+# A short text with plenty of repetition: small models learn it in a few hundred steps.
+TINY_TEXT = "def add(a, b):\n    return a + b\n\n" * 40 + "def mul(a, b):\n    return a * b\n\n" * 40
+
+
+def run_script(script, *args, cwd, timeout=120):
+    """Run `python <script> args...` in cwd; returns the CompletedProcess (text mode)."""
+    cmd = [sys.executable, os.path.join(ROOT, script), *map(str, args)]
+    return subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.fixture
+def refused(tmp_path, monkeypatch, capsys):
+    """refused(module, *args, says=[...]): module.main(args), run in tmp_path, must exit with
+    status 2 and print one line on stderr, with every fragment of `says` in it."""
+    monkeypatch.chdir(tmp_path)
+
+    def check(module, *args, says):
+        capsys.readouterr()
+        with pytest.raises(SystemExit) as exit_:
+            module.main([str(a) for a in args])
+        err = capsys.readouterr().err
+        assert exit_.value.code == 2, (exit_.value.code, err)
+        lines = err.strip().splitlines()
+        assert len(lines) == 1, err
+        for fragment in says:
+            assert fragment in lines[0], (fragment, lines[0])
+    return check
+
+
+@pytest.fixture
+def tiny_file(tmp_path):
+    path = tmp_path / "tiny.txt"
+    path.write_text(TINY_TEXT, encoding="utf-8")
+    return path
+
+
+def needs_shared(*parts):
+    """Skip cleanly when ../shared/data (or the named file in it) is not there."""
+    path = os.path.join(SHARED_DATA, *parts)
+    return pytest.mark.skipif(not os.path.exists(path), reason=f"{path} not present")
