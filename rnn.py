@@ -268,7 +268,7 @@ def train(model, optimizer, data, cfg, step=0, save=None):
                                              " the last good checkpoint is kept")
                 now = time.time()
                 chars = (step - step_log) * cfg.batch_size * cfg.block_size
-                eta = (now - t0) / max(step - start, 1) * (cfg.max_steps - step)
+                eta = (now - t0) / (step - start) * (cfg.max_steps - step) if step > start else 0
                 print(f"step {step:5d} | train loss {losses['train']:.4f} | val loss"
                       f" {losses['val']:.4f} | {chars / (now - t_log) / 1e3:6.1f}k chars/s"
                       f" | {now - t0:4.0f}s elapsed, ETA {eta:4.0f}s", flush=True)
