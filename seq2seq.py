@@ -1,0 +1,656 @@
+"""
+seq2seq.py - an RNN encoder-decoder that learns to align: Bahdanau attention.
+
+Sutskever, Vinyals & Le (2014), "Sequence to Sequence Learning with Neural Networks",
+arXiv:1409.3215; Bahdanau, Cho & Bengio (2014), "Neural Machine Translation by Jointly Learning
+to Align and Translate", arXiv:1409.0473. A bidirectional GRU encoder reads the source into
+states h_j; a GRU decoder writes the target one token at a time, and before each step looks
+back over all h_j with additive attention:
+
+    e_j = v^T tanh(W s_{t-1} + U h_j)     a = softmax(e) over the real (unpadded) positions
+    c_t = sum_j a_j h_j                   s_t = GRU([y_{t-1}; c_t], s_{t-1})
+    logits_t = Linear([s_t; c_t; y_{t-1}])
+
+What changes relative to rnn.py: the data are pairs (source, target), not one text; the
+recurrence is torch's nn.GRU (gru.py writes the GRU out); what is written out here is the
+attention, the decoder step, the bridge from encoder to decoder and the output layer; sample()
+translates (greedy or beam search) instead of continuing a text; validation also decodes and
+scores exact match and BLEU.
+
+Run:
+    python seq2seq.py                                          # learn to normalise dates
+    python seq2seq.py --sample-only --prompt "march 9, 1993"   # translate with out/seq2seq.pt
+    python seq2seq.py --data pairs.tsv --tokens word           # source<TAB>target, one a line
+
+Shapes: B batch, S source time, T target time, C embedding, H hidden, A attention,
+V vocabulary, L layers, K beams.
+"""
+
+import argparse
+import dataclasses
+import datetime
+import math
+import os
+import random
+import re
+import signal
+import sys
+import time
+from collections import Counter
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+SCRIPT = "seq2seq"  # written into checkpoints, so that a sibling script refuses this one's
+
+
+# ----------------------------------------------------------------------------- config
+
+class BadInput(ValueError):
+    """Input we refuse: main() prints it as one line and exits with status 2."""
+
+
+def arg(default, help, must_be=None):
+    """A config field: its default, its --help text, and "positive" or "non-negative" if so."""
+    return dataclasses.field(default=default, metadata={"help": help, "must_be": must_be})
+
+
+@dataclasses.dataclass
+class Config:
+    # data
+    data: str = arg("", "TSV file of source<TAB>target pairs; empty: generated dates")
+    tokens: str = arg("char", "char: one token a character; word: lowercased words, punctuation"
+                              " split off")
+    min_freq: int = arg(1, "tokens seen fewer times in training become <unk>", "positive")
+    # model
+    n_embd: int = arg(32, "size of a token's embedding", "positive")
+    n_hidden: int = arg(128, "size of each recurrent state (the encoder's, per direction)",
+                        "positive")
+    n_layer: int = arg(1, "recurrent layers stacked, in the encoder and the decoder", "positive")
+    dropout: float = arg(0.0, "dropout on embeddings and the output layer's input",
+                         "non-negative")
+    # optimization
+    batch_size: int = arg(64, "pairs per step", "positive")
+    lr: float = arg(3e-3, "Adam learning rate, decayed along a cosine to lr/10", "positive")
+    grad_clip: float = arg(1.0, "clip the gradient norm to this (0: off)", "non-negative")
+    max_steps: int = arg(2000, "optimizer steps in all", "positive")
+    eval_interval: int = arg(250, "steps between evaluations and checkpoints", "positive")
+    eval_steps: int = arg(20, "batches averaged per evaluation (and decoded, of val)",
+                          "positive")
+    # system
+    device: str = arg("", "cpu, cuda, mps, ...; empty: the best one available")
+    seed: int = arg(1337, "seed for weights, batches and sampling")
+    out_dir: str = arg("out", "where the checkpoint <script>.pt goes")
+    resume: bool = arg(False, "continue training from the checkpoint in --out-dir")
+    sample_only: bool = arg(False, "sample from the checkpoint in --out-dir without training")
+    # sampling
+    prompt: str = arg("", "source text to translate; empty: --num-samples validation pairs")
+    num_samples: int = arg(4, "validation pairs translated at the end", "non-negative")
+    max_new_tokens: int = arg(80, "longest translation, in tokens", "positive")
+    beam_size: int = arg(1, "beams searched when translating (1: greedy)", "positive")
+    show_attention: bool = arg(False, "print every translation's attention map (after"
+                                      " training the first one's is printed anyway)")
+
+    def __post_init__(self):  # refuse impossible values before any work is done
+        for f in dataclasses.fields(self):
+            value, rule = getattr(self, f.name), f.metadata["must_be"]
+            if rule == "positive" and not value > 0 or rule == "non-negative" and not value >= 0:
+                raise BadInput(f"--{f.name.replace('_', '-')} must be {rule}, got {value}")
+        if self.tokens not in TOKENIZERS:
+            raise BadInput(f"--tokens must be {' or '.join(TOKENIZERS)}, got {self.tokens!r}")
+        if not self.dropout < 1:
+            raise BadInput(f"--dropout must be below 1, got {self.dropout}")
+
+
+MODEL_ARGS = ("n_embd", "n_hidden", "n_layer", "tokens")  # what a checkpoint fixes
+
+
+# ----------------------------------------------------------------------------- data
+
+TOKENIZERS = {
+    "char": list,
+    "word": lambda text: re.findall(r"\w+|[^\w\s]", text.lower()),  # "Hi, you!" -> hi , you !
+}
+JOIN = {"char": "", "word": " "}  # tokens -> text
+SPECIALS = ["<pad>", "<bos>", "<eos>", "<unk>"]
+PAD, BOS, EOS, UNK = range(4)  # their ids, the same in every vocabulary
+
+MONTHS = ["january", "february", "march", "april", "may", "june", "july", "august",
+          "september", "october", "november", "december"]
+DAYS = ["monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday"]
+
+
+def ordinal(n):
+    return f"{n}{'th' if 10 <= n % 100 <= 20 else {1: 'st', 2: 'nd', 3: 'rd'}.get(n % 10, 'th')}"
+
+
+# Each human format of a date, with one fixed convention (US month/day order for "/", European
+# day.month for "."; two-digit years as POSIX strptime reads them, so only 1969-2068 use them).
+DATE_FORMATS = [
+    lambda d: f"{DAYS[d.weekday()]}, {MONTHS[d.month - 1]} {d.day}, {d.year}",
+    lambda d: f"{MONTHS[d.month - 1]} {d.day}, {d.year}",
+    lambda d: f"{d.day} {MONTHS[d.month - 1][:3]} {d.year % 100:02d}",
+    lambda d: f"{d.month:02d}/{d.day:02d}/{d.year}",
+    lambda d: f"{d.year} {MONTHS[d.month - 1]} {ordinal(d.day)}",
+    lambda d: f"{d.day:02d}.{d.month:02d}.{d.year}",
+    lambda d: f"{d.day} {MONTHS[d.month - 1]} {d.year}",
+    lambda d: f"the {ordinal(d.day)} of {MONTHS[d.month - 1]}, {d.year}",
+    lambda d: f"{DAYS[d.weekday()][:3]} {d.day} {MONTHS[d.month - 1][:3]} {d.year}",
+    lambda d: f"{d.year}{d.month:02d}{d.day:02d}",
+]
+TWO_DIGIT_YEARS = (1969, 2068)  # the years format 2 may write as two digits
+FIRST, LAST = datetime.date(1900, 1, 1).toordinal(), datetime.date(2099, 12, 31).toordinal()
+
+
+def generate_dates(n, seed):
+    """n pairs (a date as a person writes it, its ISO form), dates uniform in 1900-2099."""
+    rng = random.Random(seed)
+    pairs = []
+    while len(pairs) < n:
+        d = datetime.date.fromordinal(rng.randint(FIRST, LAST))
+        k = rng.randrange(len(DATE_FORMATS))
+        if k == 2 and not TWO_DIGIT_YEARS[0] <= d.year <= TWO_DIGIT_YEARS[1]:
+            continue
+        pairs.append((DATE_FORMATS[k](d), d.isoformat()))
+    return pairs
+
+
+DATES = {"train": (20_000, 0), "val": (2_000, 1)}  # (pairs, seed): separate seeds per split
+
+
+def read_tsv(path):
+    """(source, target) pairs from `path`: one a line, split at tabs, columns after the
+    second ignored (the Tatoeba / manythings.org format), blank lines skipped."""
+    try:
+        with open(path, "rb") as f:
+            raw = f.read()
+    except OSError as e:
+        raise BadInput(f"cannot read --data {path}: {e.strerror}") from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise BadInput(f"--data {path} is not UTF-8 text (bad byte at offset {e.start})") from None
+    pairs = []
+    for number, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        columns = line.split("\t")
+        if len(columns) < 2 or not columns[0].strip() or not columns[1].strip():
+            raise BadInput(f"--data {path} line {number} is not source<TAB>target: {line[:40]!r}")
+        pairs.append((columns[0].strip(), columns[1].strip()))
+    if not pairs:
+        raise BadInput(f"--data {path} has no source<TAB>target pairs")
+    return pairs
+
+
+def load_pairs(path, tokens):
+    """{"train": [(source tokens, target tokens)], "val": [...]}: the generated dates, or the
+    pairs of the TSV at `path` shuffled with a fixed seed, the last 10% for validation."""
+    if not path:
+        splits = {name: generate_dates(n, seed) for name, (n, seed) in DATES.items()}
+        seen = {source for source, _ in splits["train"]}  # score val on unseen inputs only
+        splits["val"] = [(s, t) for s, t in splits["val"] if s not in seen]
+    else:
+        pairs = read_tsv(path)
+        if len(pairs) < 2:
+            raise BadInput(f"--data {path} has {len(pairs)} pair; need 2: one to train on,"
+                           " one to validate on")
+        random.Random(0).shuffle(pairs)
+        n = len(pairs) - max(1, len(pairs) // 10)
+        splits = {"train": pairs[:n], "val": pairs[n:]}
+    tokenize = TOKENIZERS[tokens]
+    return {name: [(tokenize(s), tokenize(t)) for s, t in part] for name, part in splits.items()}
+
+
+def build_vocab(pairs, min_freq):
+    """{"src": itos, "tgt": itos}: the specials, then the tokens seen at least min_freq times
+    in training, sorted, so that ids are the same from run to run."""
+    vocab = {}
+    for side, name in enumerate(("src", "tgt")):
+        counts = Counter(token for pair in pairs for token in pair[side])
+        vocab[name] = SPECIALS + sorted(t for t, n in counts.items() if n >= min_freq)
+    return vocab
+
+
+def encode(tokens, itos):
+    """Tokens -> ids, <unk> for the unknown, <eos> appended."""
+    stoi = {t: i for i, t in enumerate(itos)}
+    return [stoi.get(t, UNK) for t in tokens] + [EOS]
+
+
+def decode(ids, itos, tokens):
+    return JOIN[tokens].join(itos[i] for i in ids)
+
+
+def make_examples(pairs, vocab):
+    """Pairs -> (source ids, target ids, target tokens) sorted by length, so that neighbours
+    batch together with little padding; the target tokens are BLEU's reference, <unk>-free."""
+    examples = [(encode(s, vocab["src"]), encode(t, vocab["tgt"]), t) for s, t in pairs]
+    return sorted(examples, key=lambda e: (len(e[0]), len(e[1])))
+
+
+def pad(seqs):
+    """Lists of ids -> LongTensor (B, longest), right-padded with <pad>."""
+    out = torch.full((len(seqs), max(map(len, seqs))), PAD, dtype=torch.long)
+    for i, seq in enumerate(seqs):
+        out[i, :len(seq)] = torch.tensor(seq)
+    return out
+
+
+def collate(examples, device):
+    """Examples -> src (B,S), idx (B,T) the decoder's input (<bos> first), targets (B,T)."""
+    src = pad([e[0] for e in examples])
+    tgt = pad([[BOS] + e[1] for e in examples])
+    return src.to(device), tgt[:, :-1].to(device), tgt[:, 1:].to(device)
+
+
+def get_batch(examples, batch_size, device):
+    """A random example and its batch_size - 1 neighbours in length order: similar lengths."""
+    i = torch.randint(len(examples), ()).item()
+    start = min(max(i - batch_size // 2, 0), max(len(examples) - batch_size, 0))
+    return collate(examples[start:start + batch_size], device)
+
+
+# ----------------------------------------------------------------------------- model
+
+class Attention(nn.Module):
+    """Bahdanau's additive attention: score(s, h_j) = v^T tanh(W s + U h_j)."""
+
+    def __init__(self, n_query, n_key, n_attn):
+        super().__init__()
+        self.W = nn.Linear(n_query, n_attn, bias=False)
+        self.U = nn.Linear(n_key, n_attn)
+        self.v = nn.Linear(n_attn, 1, bias=False)
+
+    def forward(self, s, h, mask, Uh=None):
+        """s (B,H) the decoder's state; h (B,S,2H) the encoder's; mask (B,S) True on real
+        tokens; Uh = U h, the same at every decoding step, may come precomputed.
+        Returns the context c (B,2H) and the weights a (B,S)."""
+        if Uh is None:
+            Uh = self.U(h)  # (B,S,A)
+        e = self.v(torch.tanh(self.W(s)[:, None] + Uh)).squeeze(-1)  # (B,S)
+        # exp(-inf) is exactly 0: padding gets no weight, and the rest still sums to 1
+        a = F.softmax(e.masked_fill(~mask, float("-inf")), dim=-1)  # (B,S)
+        c = torch.bmm(a[:, None], h).squeeze(1)  # (B,2H)
+        return c, a
+
+
+class Seq2Seq(nn.Module):
+    """Bidirectional GRU encoder -> bridge -> GRU decoder attending over the encoder's states.
+
+    The interface sample() uses (shared with transformer.py): encode(src) -> (memory, state);
+    decode_step(y, state, memory) -> (logits, state, attention). memory and state are tuples
+    of tensors with the batch along dim 0, so that beam search can reorder them."""
+
+    def __init__(self, src_vocab_size, tgt_vocab_size, n_embd, n_hidden, n_layer, dropout=0.0):
+        super().__init__()
+        self.src_emb = nn.Embedding(src_vocab_size, n_embd)
+        self.encoder = nn.GRU(n_embd, n_hidden, n_layer, batch_first=True, bidirectional=True,
+                              dropout=dropout if n_layer > 1 else 0.0)
+        self.bridge = nn.Linear(2 * n_hidden, n_hidden)
+        self.attention = Attention(n_hidden, 2 * n_hidden, n_hidden)
+        self.tgt_emb = nn.Embedding(tgt_vocab_size, n_embd)
+        self.decoder = nn.GRU(n_embd + 2 * n_hidden, n_hidden, n_layer, batch_first=True,
+                              dropout=dropout if n_layer > 1 else 0.0)
+        self.lm_head = nn.Linear(n_hidden + 2 * n_hidden + n_embd, tgt_vocab_size)
+        self.drop = nn.Dropout(dropout)
+
+    def encode(self, src):
+        """src (B,S) -> memory (h, U h, mask) and the decoder's first state (s_0,)."""
+        mask = src != PAD  # (B,S)
+        x = self.drop(self.src_emb(src))  # (B,S,C)
+        # packed, so that the backward direction starts at each sentence's last real token
+        packed = nn.utils.rnn.pack_padded_sequence(x, mask.sum(1).cpu(), batch_first=True,
+                                                   enforce_sorted=False)
+        h, h_n = self.encoder(packed)
+        h, _ = nn.utils.rnn.pad_packed_sequence(h, batch_first=True, total_length=src.shape[1])
+        # the bridge: s_0 = tanh(W_b [h_forward_last; h_backward_first]), layer by layer
+        L, B, H = self.encoder.num_layers, src.shape[0], self.encoder.hidden_size
+        h_n = h_n.view(L, 2, B, H).transpose(1, 2).reshape(L, B, 2 * H)  # (L,B,2H)
+        s = torch.tanh(self.bridge(h_n))  # (L,B,H)
+        return (h, self.attention.U(h), mask), (s.transpose(0, 1),)  # h (B,S,2H), s (B,L,H)
+
+    def decode_step(self, y, state, memory):
+        """One step: y (B,) the last token written -> logits (B,V) of the next, the new state,
+        and the attention weights (B,S) the step used."""
+        h, Uh, mask = memory
+        s = state[0].transpose(0, 1).contiguous()  # (L,B,H)
+        c, a = self.attention(s[-1], h, mask, Uh)  # (B,2H), (B,S)
+        e = self.drop(self.tgt_emb(y))  # (B,C)
+        out, s = self.decoder(torch.cat((e, c), dim=-1)[:, None], s)  # (B,1,H)
+        logits = self.lm_head(self.drop(torch.cat((out[:, 0], c, e), dim=-1)))  # (B,V)
+        return logits, (s.transpose(0, 1),), a
+
+    def forward(self, src, idx, targets=None):
+        """Teacher forcing: src (B,S), idx (B,T) the target read so far -> logits (B,T,V);
+        the loss averages over the real (non-<pad>) targets."""
+        memory, state = self.encode(src)
+        logits = []
+        for y in idx.unbind(1):
+            logits_t, state, _ = self.decode_step(y, state, memory)
+            logits.append(logits_t)
+        logits = torch.stack(logits, dim=1)  # (B,T,V)
+        loss = None if targets is None else F.cross_entropy(
+            logits.flatten(0, 1), targets.flatten(), ignore_index=PAD)
+        return logits, loss
+
+
+# ----------------------------------------------------------------------------- train
+
+@torch.no_grad()
+def estimate_loss(model, data, cfg, device):
+    """Mean loss over cfg.eval_steps random batches of each split."""
+    model.eval()
+    out = {}
+    for name, part in data.items():
+        losses = [model(*get_batch(part, cfg.batch_size, device))[1].item()
+                  for _ in range(cfg.eval_steps)]
+        out[name] = sum(losses) / len(losses)
+    model.train()
+    return out
+
+
+def bleu(hypotheses, references, n_max=4):
+    """Corpus BLEU (Papineni et al. 2002), one reference each: the geometric mean of the
+    clipped n-gram precisions, n = 1..n_max, times the brevity penalty. In [0, 1]."""
+    matched, total = [0] * n_max, [0] * n_max
+    for hyp, ref in zip(hypotheses, references):
+        for n in range(1, n_max + 1):
+            h = Counter(tuple(hyp[i:i + n]) for i in range(len(hyp) - n + 1))
+            r = Counter(tuple(ref[i:i + n]) for i in range(len(ref) - n + 1))
+            matched[n - 1] += sum(min(k, r[g]) for g, k in h.items())  # clipped counts
+            total[n - 1] += max(len(hyp) - n + 1, 0)
+    if min(matched) == 0:
+        return 0.0
+    c, r = sum(map(len, hypotheses)), sum(map(len, references))
+    brevity = 1.0 if c > r else math.exp(1 - r / c)
+    return brevity * math.exp(sum(math.log(m / t) for m, t in zip(matched, total)) / n_max)
+
+
+def evaluate(model, examples, vocab, cfg, device, beam_size=1):
+    """Translate the examples: {"exact": share translated exactly, "bleu": corpus BLEU}."""
+    hypotheses = []
+    for i in range(0, len(examples), cfg.batch_size):
+        src = collate(examples[i:i + cfg.batch_size], device)[0]
+        hypotheses += [[vocab["tgt"][t] for t in ids] for ids, _ in
+                       sample(model, src, cfg.max_new_tokens, beam_size)]
+    references = [e[2] for e in examples]
+    exact = sum(h == r for h, r in zip(hypotheses, references)) / len(examples)
+    return {"exact": exact, "bleu": bleu(hypotheses, references)}
+
+
+def get_lr(step, cfg):
+    """Cosine decay from cfg.lr at step 0 to cfg.lr / 10 at cfg.max_steps."""
+    return cfg.lr * (0.55 + 0.45 * math.cos(math.pi * min(step / cfg.max_steps, 1.0)))
+
+
+def train(model, optimizer, data, vocab, cfg, step=0, save=None):
+    """Train from `step` to cfg.max_steps on data = {"train": examples, "val": examples}. Every
+    eval_interval steps and at the end: evaluate (loss, and greedy translation of
+    eval_steps * batch_size val pairs spread over all lengths), log, and call save(step) if
+    given. Ctrl-C saves and raises KeyboardInterrupt; a non-finite loss raises
+    FloatingPointError before it can reach the weights. Returns the last evaluation."""
+    device = next(model.parameters()).device
+    val = data["val"][::max(1, len(data["val"]) // (cfg.eval_steps * cfg.batch_size))]
+    start, losses, tokens = step, {}, 0
+    stop = []  # Ctrl-C lands here; the loop ends at the next step boundary, weights consistent
+    handler = signal.signal(signal.SIGINT, lambda *_: stop.append(True))
+    t0 = t_log = time.time()
+    try:
+        while True:
+            due = step % cfg.eval_interval == 0 or step == cfg.max_steps
+            if due and (step > start or step == 0):  # a resumed run has evaluated `start` already
+                losses = estimate_loss(model, data, cfg, device)
+                if not math.isfinite(losses["train"]):
+                    raise FloatingPointError(f"loss is {losses['train']} at step {step}; stopped,"
+                                             " the last good checkpoint is kept")
+                model.eval()
+                losses.update(evaluate(model, val, vocab, cfg, device))
+                model.train()
+                now = time.time()
+                eta = (now - t0) / (step - start) * (cfg.max_steps - step) if step > start else 0
+                print(f"step {step:5d} | train loss {losses['train']:.4f} | val loss"
+                      f" {losses['val']:.4f} | {tokens / (now - t_log) / 1e3:6.1f}k tokens/s"
+                      f" | {now - t0:4.0f}s elapsed, ETA {eta:4.0f}s | val ppl"
+                      f" {math.exp(min(losses['val'], 50)):.2f} | exact"
+                      f" {100 * losses['exact']:5.1f}% | BLEU {100 * losses['bleu']:5.2f}",
+                      flush=True)
+                if save:
+                    save(step)
+                t_log, tokens = time.time(), 0
+            if step >= cfg.max_steps:
+                break
+            if stop:
+                if save:
+                    save(step)
+                print(f"interrupted at step {step}; saved", flush=True)
+                raise KeyboardInterrupt
+            for group in optimizer.param_groups:
+                group["lr"] = get_lr(step, cfg)
+            src, idx, targets = get_batch(data["train"], cfg.batch_size, device)
+            _, loss = model(src, idx, targets)
+            if not torch.isfinite(loss):
+                raise FloatingPointError(f"loss is {loss.item()} at step {step}; stopped, the last"
+                                         " good checkpoint is kept")
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if cfg.grad_clip:
+                nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+            optimizer.step()
+            tokens += src.numel() + idx.numel()
+            step += 1
+    finally:
+        signal.signal(signal.SIGINT, handler)
+    return losses
+
+
+# ----------------------------------------------------------------------------- sample
+
+def select(tensors, index):
+    """Rows `index` of every tensor in a tuple (of memory or state)."""
+    return tuple(t[index] for t in tensors)
+
+
+@torch.no_grad()
+def greedy(model, src, max_new_tokens):
+    """Batched: at each step the likeliest token, until every row has written <eos>."""
+    memory, state = model.encode(src)
+    y = src.new_full((src.shape[0],), BOS)
+    ys, attention = [], []
+    for _ in range(max_new_tokens):
+        logits, state, a = model.decode_step(y, state, memory)
+        y = logits.argmax(-1)  # (B,)
+        ys.append(y)
+        attention.append(a)
+        if (torch.stack(ys, 1) == EOS).any(1).all():
+            break
+    return torch.stack(ys, 1), torch.stack(attention, 1)  # (B,T), (B,T,S)
+
+
+@torch.no_grad()
+def beam_search(model, src, max_new_tokens, beam_size):
+    """One sentence src (1,S): keep the beam_size likeliest partial translations; a hypothesis
+    that writes <eos> is finished, scored by its log-probability per token (so that short ones
+    are not favoured for being short). Returns the best one's tokens (T,) and attention (T,S)."""
+    memory, state = model.encode(src)
+    scores = src.new_zeros(1, dtype=torch.float)  # (K,) log-probabilities of the live beams
+    ys = src.new_zeros(1, 0)  # (K,t)
+    attention = src.new_zeros(1, 0, src.shape[1], dtype=torch.float)  # (K,t,S)
+    finished = []  # (score per token, tokens, attention)
+    for t in range(max_new_tokens):
+        y = ys[:, -1] if t else src.new_full((1,), BOS)
+        logits, state, a = model.decode_step(y, state, select(memory, [0] * len(ys)))
+        logp = scores[:, None] + F.log_softmax(logits, dim=-1)  # (K,V)
+        top, flat = logp.flatten().topk(beam_size - len(finished))
+        beam, token = flat // logp.shape[1], flat % logp.shape[1]
+        ys = torch.cat((ys[beam], token[:, None]), dim=1)
+        attention = torch.cat((attention[beam], a[beam, None]), dim=1)
+        done = token == EOS
+        finished += [(top[k].item() / (t + 1), ys[k], attention[k]) for k in done.nonzero()[:, 0]]
+        live = (~done).nonzero()[:, 0]
+        if len(finished) == beam_size or t == max_new_tokens - 1:
+            finished += [(top[k].item() / (t + 1), ys[k], attention[k]) for k in live]
+            break
+        scores, ys, attention = top[live], ys[live], attention[live]
+        state = select(state, beam[live])
+    _, ys, attention = max(finished, key=lambda f: f[0])
+    return ys, attention
+
+
+def sample(model, src, max_new_tokens, beam_size=1):
+    """Translate each row of src (B,S): a list of (ids without <eos>, attention weights
+    (len(ids), real source length)), by greedy decoding or beam search."""
+    model.eval()
+    lengths = (src != PAD).sum(1).tolist()
+    if beam_size == 1:
+        rows = zip(*greedy(model, src, max_new_tokens))
+    else:
+        rows = (beam_search(model, src[i:i + 1, :n], max_new_tokens, beam_size)
+                for i, n in enumerate(lengths))
+    out = []
+    for (ys, attention), n in zip(rows, lengths):
+        ids = ys.tolist()
+        end = ids.index(EOS) if EOS in ids else len(ids)
+        out.append((ids[:end], attention[:end, :n]))
+    return out
+
+
+SHADES = " ░▒▓█"  # attention weight 0 .. 1
+
+
+def attention_map(source, output, attention):
+    """Text heatmap: the source tokens along the top (written downwards), the output tokens
+    down the side, each cell shaded by how much that output step attended to that token."""
+    source, output = source + ["<eos>"], output
+    width = max(map(len, output), default=0) + 1
+    lines = [" " * width + "".join(f"{t[i] if i < len(t) else ' '} " for t in source)
+             for i in range(max(map(len, source)))]
+    for token, row in zip(output, attention.tolist()):
+        shades = (SHADES[round(w * (len(SHADES) - 1))] * 2 for w in row)
+        lines.append(token.ljust(width) + "".join(shades))
+    return "\n".join(line.rstrip() for line in lines)
+
+
+# ----------------------------------------------------------------------------- main
+
+def pick_device(name):
+    if not name:
+        name = "cuda" if torch.cuda.is_available() else (
+            "mps" if torch.backends.mps.is_available() else "cpu")
+    try:
+        return torch.device(name)
+    except RuntimeError:
+        raise BadInput(f"unknown --device {name!r}") from None
+
+
+def load_checkpoint(path, cfg):
+    """The checkpoint at `path`, checked to be this script's; its model shape goes into cfg,
+    and a flag that asks for another shape is refused."""
+    if not os.path.exists(path):
+        raise BadInput(f"no checkpoint at {path}; train one first (or point --out-dir at it)")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise BadInput(f"{path} is not a readable checkpoint ({type(e).__name__})") from None
+    if not isinstance(ckpt, dict) or ckpt.get("script") != SCRIPT:
+        who = ckpt.get("script", "?") if isinstance(ckpt, dict) else "?"
+        raise BadInput(f"{path} is a checkpoint of {who}.py, not of {SCRIPT}.py")
+    for name in MODEL_ARGS:
+        given, saved = getattr(cfg, name), ckpt["config"][name]
+        if given != getattr(Config, name) and given != saved:
+            raise BadInput(f"--{name.replace('_', '-')} {given} differs from the checkpoint's"
+                           f" {saved}")
+        setattr(cfg, name, saved)
+    return ckpt
+
+
+def save_checkpoint(path, ckpt):
+    """Write atomically: a crash mid-write leaves the previous checkpoint whole."""
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    torch.save(ckpt, path + ".tmp")
+    os.replace(path + ".tmp", path)
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    for f in dataclasses.fields(Config):
+        flag = "--" + f.name.replace("_", "-")
+        if f.type is bool:
+            parser.add_argument(flag, action="store_true", help=f.metadata["help"])
+        else:
+            parser.add_argument(flag, type=f.type, default=f.default, help=f.metadata["help"])
+    return Config(**vars(parser.parse_args(argv)))
+
+
+def main(argv=None):
+    try:
+        run(parse_args(argv))
+    except BadInput as e:
+        print(f"{SCRIPT}.py: error: {e}", file=sys.stderr)
+        sys.exit(2)
+    except FloatingPointError as e:
+        print(f"{SCRIPT}.py: {e}", file=sys.stderr)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        sys.exit(130)
+
+
+def run(cfg):
+    torch.manual_seed(cfg.seed)
+    device = pick_device(cfg.device)
+    path = os.path.join(cfg.out_dir, f"{SCRIPT}.pt")
+    ckpt = load_checkpoint(path, cfg) if cfg.resume or cfg.sample_only else None
+    pairs = None if cfg.sample_only and cfg.prompt else load_pairs(cfg.data, cfg.tokens)
+    if cfg.sample_only:
+        vocab = ckpt["vocab"]
+    else:
+        vocab = build_vocab(pairs["train"], cfg.min_freq)
+        if ckpt and ckpt["vocab"] != vocab:
+            raise BadInput(f"this data's vocabulary differs from the checkpoint's; resume on the"
+                           f" data it was trained on ({ckpt['config']['data'] or 'the default'})")
+    data = pairs and {name: make_examples(part, vocab) for name, part in pairs.items()}
+    if cfg.prompt:
+        unseen = sorted(set(TOKENIZERS[cfg.tokens](cfg.prompt)) - set(vocab["src"]))
+        if unseen:
+            raise BadInput(f"--prompt has tokens never seen in training: {unseen}"[:200])
+        chosen = make_examples([(TOKENIZERS[cfg.tokens](cfg.prompt), [])], vocab)
+    else:
+        chosen = data["val"][::max(1, len(data["val"]) // max(cfg.num_samples, 1))]
+        chosen = chosen[:cfg.num_samples]
+    model = Seq2Seq(len(vocab["src"]), len(vocab["tgt"]), cfg.n_embd, cfg.n_hidden, cfg.n_layer,
+                    cfg.dropout).to(device)
+    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+    step = 0
+    if ckpt:
+        model.load_state_dict(ckpt["model"])
+        optimizer.load_state_dict(ckpt["optimizer"])
+        step = ckpt["step"]
+        torch.set_rng_state(ckpt["rng"])
+    n_params = sum(p.numel() for p in model.parameters())
+    print(f"{SCRIPT}.py: {n_params / 1e6:.2f}M parameters, vocabulary {len(vocab['src'])} source"
+          f" / {len(vocab['tgt'])} target, on {device}")
+    if not cfg.sample_only:
+        print(f"data: {len(data['train']):,} train / {len(data['val']):,} val pairs")
+
+        def save(step):
+            save_checkpoint(path, {"script": SCRIPT, "config": dataclasses.asdict(cfg),
+                                   "vocab": vocab, "step": step, "model": model.state_dict(),
+                                   "optimizer": optimizer.state_dict(),
+                                   "rng": torch.get_rng_state()})
+
+        train(model, optimizer, data, vocab, cfg, step, save)
+    src = collate(chosen, device)[0] if chosen else None
+    for k, (ids, attention) in enumerate(sample(model, src, cfg.max_new_tokens, cfg.beam_size)
+                                         if chosen else []):
+        source = [vocab["src"][i] for i in chosen[k][0][:-1]]
+        output = [vocab["tgt"][i] for i in ids]
+        print("-" * 80)
+        print(f"{JOIN[cfg.tokens].join(source)}  ->  {JOIN[cfg.tokens].join(output)}")
+        if cfg.show_attention or k == 0 and not cfg.sample_only:
+            print(attention_map(source, output, attention))
+
+
+if __name__ == "__main__":
+    main()
