@@ -1,0 +1,387 @@
+"""seq2seq.py: the attention, the padding, decoding, BLEU, the dates task and the CLI."""
+import datetime
+import math
+import os
+import random
+import signal
+import subprocess
+import sys
+
+import pytest
+import torch
+
+import seq2seq
+from conftest import ROOT
+
+TINY = ["--n-embd", 8, "--n-hidden", 16, "--batch-size", 8, "--eval-interval", 10,
+        "--eval-steps", 2, "--max-new-tokens", 12, "--num-samples", 2]
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """These matrices are small: on a busy 2-core machine a second intra-op thread only spins."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def tiny_model(vocab_sizes=(12, 9), seed=0, dtype=torch.float32, **sizes):
+    torch.manual_seed(seed)
+    sizes = {"n_embd": 6, "n_hidden": 8, "n_layer": 2, "dropout": 0.0, **sizes}
+    return seq2seq.Seq2Seq(*vocab_sizes, **sizes).to(dtype).eval()
+
+
+def random_examples(n, vocab_sizes=(12, 9), seed=0):
+    """n examples of random ids (no specials), various lengths, sorted as make_examples does."""
+    rng = random.Random(seed)
+    examples = []
+    for _ in range(n):
+        src = [rng.randrange(4, vocab_sizes[0]) for _ in range(rng.randint(1, 7))] + [2]
+        tgt = [rng.randrange(4, vocab_sizes[1]) for _ in range(rng.randint(1, 6))] + [2]
+        examples.append((src, tgt, [str(t) for t in tgt[:-1]]))
+    return sorted(examples, key=lambda e: (len(e[0]), len(e[1])))
+
+
+# ----------------------------------------------------------------------------- attention
+
+def test_attention_sums_to_one_and_is_exactly_zero_on_padding():
+    torch.manual_seed(0)
+    attention = seq2seq.Attention(5, 6, 7).double()
+    s, h = torch.randn(3, 5, dtype=torch.float64), torch.randn(3, 4, 6, dtype=torch.float64)
+    mask = torch.tensor([[1, 1, 1, 1], [1, 1, 0, 0], [1, 0, 0, 0]], dtype=torch.bool)
+    c, a = attention(s, h, mask)
+    assert c.shape == (3, 6) and a.shape == (3, 4)
+    torch.testing.assert_close(a.sum(-1), torch.ones(3, dtype=torch.float64), rtol=0, atol=1e-12)
+    assert (a[~mask] == 0).all() and (a[mask] > 0).all()
+    assert torch.equal(a[2], torch.tensor([1.0, 0, 0, 0], dtype=torch.float64))
+    h2 = h.clone()
+    h2[~mask] = 1e3  # whatever sits under the padding cannot leak into the context
+    c2, a2 = attention(s, h2, mask)
+    assert torch.equal(a, a2) and torch.equal(c, c2)
+    c3, a3 = attention(s, h, mask, Uh=attention.U(h))  # the hoisted U h is the same thing
+    assert torch.equal(a, a3) and torch.equal(c, c3)
+    # the equations by hand, one position at a time
+    e = torch.stack([attention.v(torch.tanh(attention.W(s) + attention.U(h[:, j])))[:, 0]
+                     for j in range(4)], 1).masked_fill(~mask, -math.inf)
+    torch.testing.assert_close(a, torch.softmax(e, -1), rtol=0, atol=1e-12)
+    torch.testing.assert_close(c, (a[..., None] * h).sum(1), rtol=0, atol=1e-12)
+
+
+def test_attention_gradients_pass_gradcheck():
+    torch.manual_seed(0)
+    attention = seq2seq.Attention(3, 4, 5).double()
+    s = torch.randn(2, 3, dtype=torch.float64, requires_grad=True)
+    h = torch.randn(2, 4, 4, dtype=torch.float64, requires_grad=True)
+    mask = torch.tensor([[1, 1, 1, 0], [1, 1, 0, 0]], dtype=torch.bool)
+    names = [name for name, _ in attention.named_parameters()]
+    weights = [p.detach().clone().requires_grad_() for p in attention.parameters()]
+
+    def f(s, h, *weights):
+        return torch.func.functional_call(attention, dict(zip(names, weights)), (s, h, mask))
+
+    assert torch.autograd.gradcheck(f, (s, h, *weights))
+
+
+# ----------------------------------------------------------------------------- the model
+
+def test_padding_changes_no_sentence_output_or_loss():
+    model = tiny_model(dtype=torch.float64)
+    examples = random_examples(5)
+    src, idx, targets = seq2seq.collate(examples, "cpu")
+    logits, loss = model(src, idx, targets)
+    assert logits.shape == (*idx.shape, 9)
+
+    def more_padding(x, extra):
+        return torch.cat((x, x.new_full((x.shape[0], extra), seq2seq.PAD)), dim=1)
+
+    logits2, loss2 = model(more_padding(src, 3), more_padding(idx, 2), more_padding(targets, 2))
+    real = targets != seq2seq.PAD
+    torch.testing.assert_close(logits2[:, :idx.shape[1]][real], logits[real], rtol=0, atol=1e-10)
+    torch.testing.assert_close(loss2, loss, rtol=0, atol=1e-10)
+    for i, example in enumerate(examples):  # each sentence alone, with no padding at all
+        alone, _ = model(*seq2seq.collate([example], "cpu"))
+        torch.testing.assert_close(alone[0], logits[i, :alone.shape[1]], rtol=0, atol=1e-10)
+    by_hand = torch.nn.functional.cross_entropy(logits[real], targets[real])
+    torch.testing.assert_close(loss, by_hand, rtol=0, atol=1e-12)
+
+
+def test_beam_size_1_equals_greedy_and_beams_return_aligned_attention():
+    model = tiny_model(n_layer=1, seed=3)
+    examples = random_examples(8, seed=1)
+    src = seq2seq.collate(examples, "cpu")[0]
+    greedy = seq2seq.sample(model, src, 10)
+    assert any(len(ids) < 10 for ids, _ in greedy)  # some stop at <eos>, not only at the limit
+    for i, (ids, attention) in enumerate(greedy):
+        n = len(examples[i][0])
+        assert attention.shape == (len(ids), n)
+        torch.testing.assert_close(attention.sum(-1), torch.ones(len(ids)))
+        beam_ids, beam_attention = seq2seq.beam_search(model, src[i:i + 1, :n], 10, 1)
+        end = len(ids)
+        assert beam_ids.tolist()[:end] == ids and (len(beam_ids) == end or beam_ids[end] == 2)
+        torch.testing.assert_close(beam_attention[:end], attention, rtol=0, atol=1e-6)
+    beams = seq2seq.sample(model, src, 10, beam_size=4)
+    again = seq2seq.sample(model, src, 10, beam_size=4)
+    assert [ids for ids, _ in beams] == [ids for ids, _ in again]  # deterministic
+    for (ids, attention), example in zip(beams, examples):
+        assert attention.shape == (len(ids), len(example[0]))
+
+
+def test_beam_search_finds_what_greedy_misses():
+    """A model whose likeliest first token leads nowhere: greedy takes it, beam search does not."""
+    class Scripted(torch.nn.Module):  # next-token log-probabilities depend on the last token
+        def encode(self, src):
+            return (src,), (src.new_zeros(src.shape[0]),)
+
+        def decode_step(self, y, state, memory):
+            table = {1: [0, 0, 0, 0, 0.5, 0.4, 0.1], 4: [0, 0, .4, 0, .3, .3, 0],
+                     5: [0, 0, 0.99, 0, 0.01, 0, 0]}
+            p = torch.tensor([table.get(t, [0, 0, 1, 0, 0, 0, 0]) for t in y.tolist()])
+            return p.clamp_min(1e-9).log(), state, torch.ones(len(y), memory[0].shape[1])
+
+    src = torch.tensor([[4, 2]])
+    assert seq2seq.sample(Scripted(), src, 5)[0][0] == [4]  # 0.5 * 0.4 = 0.2 per 2 tokens
+    assert seq2seq.sample(Scripted(), src, 5, beam_size=2)[0][0] == [5]  # 0.4 * 0.99
+
+
+# ----------------------------------------------------------------------------- metrics, data
+
+def test_bleu_on_hand_computed_cases():
+    # p1..p4 = 5/6, 3/5, 2/4, 1/3; c = 6 < r = 7, so the brevity penalty is exp(1 - 7/6)
+    hyp, ref = "a b c d e f".split(), "a b c d x f g".split()
+    assert seq2seq.bleu([hyp], [ref]) == pytest.approx(math.exp(1 - 7 / 6) * (1 / 12) ** 0.25)
+    assert seq2seq.bleu([ref], [ref]) == pytest.approx(1.0)
+    # clipping: "the" counts at most as often as the reference has it
+    assert seq2seq.bleu([["the"] * 4], [["the", "cat"]], n_max=1) == pytest.approx(1 / 4)
+    # corpus level: counts are summed over sentences, then combined (not a mean of sentences)
+    hyps, refs = ["a b c d".split(), "a b c d e".split()], ["a b c d".split(), "a b c d f".split()]
+    expected = (8 / 9 * 6 / 7 * 4 / 5 * 2 / 3) ** 0.25
+    assert seq2seq.bleu(hyps, refs) == pytest.approx(expected)
+    assert seq2seq.bleu([["a", "b", "c"]], [["a", "b", "c"]]) == 0.0  # no 4-gram to match
+
+
+def test_dates_formats_conventions_and_splits():
+    d = datetime.date(1993, 3, 9)
+    assert [f(d) for f in seq2seq.DATE_FORMATS] == [
+        "tuesday, march 9, 1993", "march 9, 1993", "9 mar 93", "03/09/1993", "1993 march 9th",
+        "09.03.1993", "9 march 1993", "the 9th of march, 1993", "tue 9 mar 1993", "19930309"]
+    assert [seq2seq.ordinal(n) for n in (1, 2, 3, 4, 11, 12, 13, 21, 22, 23, 31)] == [
+        "1st", "2nd", "3rd", "4th", "11th", "12th", "13th", "21st", "22nd", "23rd", "31st"]
+    pairs = seq2seq.generate_dates(3000, seed=5)
+    assert pairs == seq2seq.generate_dates(3000, seed=5) != seq2seq.generate_dates(3000, seed=6)
+    years = [int(target[:4]) for _, target in pairs]
+    assert min(years) >= 1900 and max(years) <= 2099 and min(years) < 1920 and max(years) > 2080
+    for source, target in pairs:
+        date = datetime.date.fromisoformat(target)
+        assert source in [f(date) for f in seq2seq.DATE_FORMATS]
+        if source == seq2seq.DATE_FORMATS[2](date):  # two-digit years: 1969-2068 only
+            assert 1969 <= date.year <= 2068
+    assert len({k for s, t in pairs for k, f in enumerate(seq2seq.DATE_FORMATS)
+                if f(datetime.date.fromisoformat(t)) == s}) == len(seq2seq.DATE_FORMATS) >= 8
+    splits = seq2seq.load_pairs("", "char")
+    assert len(splits["train"]) == 20_000 and 1_800 < len(splits["val"]) <= 2_000
+    train_sources = {"".join(s) for s, _ in splits["train"]}
+    assert not any("".join(s) in train_sources for s, _ in splits["val"])
+    assert all(len(t) == 10 and t[4] == t[7] == "-" for _, t in splits["val"])  # characters
+
+
+def test_tokens_vocabulary_and_tsv(tmp_path):
+    assert seq2seq.TOKENIZERS["word"]("Hi, you! It's 9:30.") == [
+        "hi", ",", "you", "!", "it", "'", "s", "9", ":", "30", "."]
+    assert seq2seq.TOKENIZERS["char"]("Hi!") == ["H", "i", "!"]
+    pairs = [(["b", "a", "a"], ["x"]), (["c", "a"], ["y", "x"])]
+    vocab = seq2seq.build_vocab(pairs, min_freq=2)
+    assert vocab == {"src": ["<pad>", "<bos>", "<eos>", "<unk>", "a"],
+                     "tgt": ["<pad>", "<bos>", "<eos>", "<unk>", "x"]}
+    assert seq2seq.encode(["a", "z"], vocab["src"]) == [4, 3, 2]
+    assert seq2seq.decode([4, 3], vocab["src"], "word") == "a <unk>"
+    path = tmp_path / "pairs.tsv"
+    path.write_text("Go.\tVa !\tCC-BY 2.0 (France) #1\n\nHi.\tSalut.\n", encoding="utf-8")
+    assert seq2seq.read_tsv(path) == [("Go.", "Va !"), ("Hi.", "Salut.")]
+    splits = seq2seq.load_pairs(str(path), "word")
+    assert sorted(splits["train"] + splits["val"]) == [(["go", "."], ["va", "!"]),
+                                                        (["hi", "."], ["salut", "."])]
+
+
+def test_batches_group_similar_lengths():
+    examples = random_examples(200)
+    torch.manual_seed(0)
+    spreads = []
+    for _ in range(20):
+        src, idx, targets = seq2seq.get_batch(examples, 16, "cpu")
+        assert src.shape[0] == 16 and idx.shape == targets.shape
+        assert (idx[:, 0] == seq2seq.BOS).all() and torch.equal(idx[:, 1:], targets[:, :-1])
+        lengths = (src != seq2seq.PAD).sum(1)
+        spreads.append((lengths.max() - lengths.min()).item())
+    assert max(spreads) <= 1  # 7 source lengths over 200 examples: a batch spans one or two
+
+
+# ----------------------------------------------------------------------------- training
+
+def reverse_task(n, seed):
+    """Strings of 3-8 letters and the same string backwards."""
+    rng = random.Random(seed)
+    words = ["".join(rng.choice("abcdefgh") for _ in range(rng.randint(3, 8))) for _ in range(n)]
+    return [(list(w), list(w[::-1])) for w in words]
+
+
+def test_learns_to_reverse_within_seconds(capsys):
+    pairs = {"train": reverse_task(2000, 0), "val": reverse_task(200, 1)}
+    vocab = seq2seq.build_vocab(pairs["train"], 1)
+    data = {name: seq2seq.make_examples(p, vocab) for name, p in pairs.items()}
+    cfg = seq2seq.Config(n_embd=16, n_hidden=48, batch_size=32, lr=1e-2, max_steps=300,
+                         eval_interval=300, eval_steps=2, max_new_tokens=12)
+    torch.manual_seed(0)
+    model = seq2seq.Seq2Seq(len(vocab["src"]), len(vocab["tgt"]), 16, 48, 1)
+    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+    seq2seq.train(model, optimizer, data, vocab, cfg)
+    scores = seq2seq.evaluate(model, data["val"], vocab, cfg, "cpu")
+    assert scores["exact"] >= 0.9, scores
+    assert "step   300 | train loss" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_default_run_reaches_99_percent_on_dates(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    seq2seq.main([])
+    out = capsys.readouterr().out
+    assert "░" in out or "█" in out  # the attention map is shown
+    ckpt = torch.load(tmp_path / "out" / "seq2seq.pt", weights_only=True)
+    cfg = seq2seq.Config(**ckpt["config"])
+    vocab = ckpt["vocab"]
+    model = seq2seq.Seq2Seq(len(vocab["src"]), len(vocab["tgt"]), cfg.n_embd, cfg.n_hidden,
+                            cfg.n_layer)
+    model.load_state_dict(ckpt["model"])
+    val = seq2seq.make_examples(seq2seq.load_pairs("", "char")["val"], vocab)
+    scores = seq2seq.evaluate(model, val, vocab, cfg, "cpu")  # every val pair, not a subset
+    assert scores["exact"] >= 0.99, scores
+
+
+def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(capsys):
+    examples = random_examples(40)
+    vocab = {"src": [str(i) for i in range(12)], "tgt": [str(i) for i in range(9)]}
+    cfg = seq2seq.Config(batch_size=4, max_steps=40, eval_interval=10, eval_steps=1,
+                         max_new_tokens=4)
+    model = tiny_model().train()
+    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+    forward, calls = model.forward, []
+
+    def poisoned(src, idx, targets=None):  # the loss turns to NaN at the 16th training step
+        logits, loss = forward(src, idx, targets)
+        calls.extend([1] if torch.is_grad_enabled() else [])
+        return logits, loss * float("nan") if len(calls) == 16 else loss
+
+    model.forward = poisoned
+    saved = {}
+    with pytest.raises(FloatingPointError, match="at step 15"):
+        seq2seq.train(model, optimizer, {"train": examples, "val": examples}, vocab, cfg,
+                      save=lambda s: saved.update(step=s))
+    assert saved["step"] == 10
+    assert all(torch.isfinite(p).all() for p in model.parameters())
+
+
+# ----------------------------------------------------------------------------- the CLI
+
+PAIRS = reverse_task(120, 2)
+
+
+@pytest.fixture
+def tsv(tmp_path):
+    path = tmp_path / "pairs.tsv"
+    path.write_text("".join(f"{' '.join(s)}\t{' '.join(t)}\tfrom tatoeba\n" for s, t in PAIRS),
+                    encoding="utf-8")
+    return path
+
+
+def test_cli_trains_saves_translates_and_shows_attention(tmp_path, tsv, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    seq2seq.main(["--data", str(tsv), "--tokens", "word", "--max-steps", "20",
+                  *map(str, TINY)])
+    out = capsys.readouterr().out
+    assert "step    20 | train loss" in out and "tokens/s" in out and "| exact" in out
+    assert "BLEU" in out and "val ppl" in out and out.count("->") == 2
+    ckpt = torch.load(tmp_path / "out" / "seq2seq.pt", weights_only=True)
+    assert ckpt["script"] == "seq2seq" and ckpt["step"] == 20 and ckpt["config"]["tokens"] == "word"
+    assert ckpt["vocab"]["src"][:4] == seq2seq.SPECIALS and "a" in ckpt["vocab"]["tgt"]
+    translate = ["--sample-only", "--prompt", "a b c", "--beam-size", "3", "--show-attention"]
+    seq2seq.main(translate)
+    first = capsys.readouterr().out
+    assert "step" not in first and "a b c  -> " in first
+    header = [line.strip() for line in first.splitlines()]  # source along the top, <eos> last
+    assert header.index("a b c <") + 4 == header.index(">")  # "<eos>" written downwards
+    assert any(c in first for c in seq2seq.SHADES[1:])
+    seq2seq.main(translate)
+    assert capsys.readouterr().out == first  # translating is deterministic
+
+
+def test_script_runs_from_the_command_line(tmp_path, tsv):
+    cmd = [sys.executable, os.path.join(ROOT, "seq2seq.py"), "--data", str(tsv), "--tokens",
+           "word", "--max-steps", "10", *map(str, TINY)]
+    r = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=120,
+                       env={**os.environ, "OMP_NUM_THREADS": "1"})  # see one_thread()
+    assert r.returncode == 0, r.stderr
+    assert "step    10 | train loss" in r.stdout and "->" in r.stdout
+
+
+def test_cli_resume_reaches_the_same_weights_and_ctrl_c_saves(tmp_path, tsv, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    args = ["--data", str(tsv), "--tokens", "word", "--max-steps", "30", *map(str, TINY)]
+    seq2seq.main([*args, "--out-dir", "whole"])
+    get_batch, calls = seq2seq.get_batch, []
+
+    def interrupting(*a):  # Ctrl-C arrives while the 25th batch (training or evaluation) is drawn
+        calls.append(1)
+        if len(calls) == 25:
+            os.kill(os.getpid(), signal.SIGINT)
+        return get_batch(*a)
+
+    monkeypatch.setattr(seq2seq, "get_batch", interrupting)
+    with pytest.raises(SystemExit) as exit_:
+        seq2seq.main([*args, "--out-dir", "cut"])
+    assert exit_.value.code == 130
+    monkeypatch.setattr(seq2seq, "get_batch", get_batch)
+    cut = torch.load(tmp_path / "cut" / "seq2seq.pt", weights_only=True)
+    assert 10 < cut["step"] < 30
+    seq2seq.main([*args, "--out-dir", "cut", "--resume"])
+    whole = torch.load(tmp_path / "whole" / "seq2seq.pt", weights_only=True)
+    resumed = torch.load(tmp_path / "cut" / "seq2seq.pt", weights_only=True)
+    assert resumed["step"] == 30
+    for name, value in whole["model"].items():
+        assert torch.equal(value, resumed["model"][name]), name
+
+
+def test_cli_refuses_bad_data(tmp_path, tsv, refused):
+    refused(seq2seq, "--data", "nope.tsv", says=["cannot read --data nope.tsv", "No such file"])
+    (tmp_path / "empty.tsv").write_text("\n\n")
+    refused(seq2seq, "--data", "empty.tsv", says=["no source<TAB>target pairs"])
+    (tmp_path / "bad.tsv").write_text("a\tb\nc\td\nno tab here\ne\tf\n")
+    refused(seq2seq, "--data", "bad.tsv", says=["line 3", "not source<TAB>target"])
+    (tmp_path / "blank.tsv").write_text("a\tb\n \tc\n")
+    refused(seq2seq, "--data", "blank.tsv", says=["line 2"])
+    (tmp_path / "one.tsv").write_text("a\tb\n")
+    refused(seq2seq, "--data", "one.tsv", says=["1 pair", "need 2"])
+    (tmp_path / "latin1.tsv").write_bytes("café\tcoffee\n".encode("latin-1"))
+    refused(seq2seq, "--data", "latin1.tsv", says=["not UTF-8"])
+    refused(seq2seq, "--data", tsv, "--tokens", "word", "--prompt", "a zebra b", *TINY,
+            says=["--prompt", "never seen", "'zebra'"])
+
+
+def test_cli_refuses_impossible_settings(tsv, refused):
+    for flag, value in [("--n-hidden", 0), ("--beam-size", 0), ("--min-freq", 0), ("--lr", 0),
+                        ("--max-new-tokens", 0), ("--n-layer", 0), ("--dropout", -0.1)]:
+        refused(seq2seq, "--data", tsv, flag, value, says=[flag, "must be"])
+    refused(seq2seq, "--data", tsv, "--dropout", 1, says=["--dropout must be below 1"])
+    refused(seq2seq, "--data", tsv, "--tokens", "bpe", says=["--tokens must be char or word"])
+
+
+def test_cli_refuses_missing_or_foreign_checkpoints(tmp_path, tsv, refused):
+    refused(seq2seq, "--sample-only", "--prompt", "x", says=["no checkpoint"])
+    (tmp_path / "other").mkdir()
+    torch.save({"script": "transformer", "config": {}}, tmp_path / "other" / "seq2seq.pt")
+    refused(seq2seq, "--sample-only", "--out-dir", "other", says=["transformer.py, not of"])
+    seq2seq.main(["--data", str(tsv), "--tokens", "word", "--max-steps", "5", *map(str, TINY)])
+    refused(seq2seq, "--sample-only", "--prompt", "a", "--n-hidden", 64,
+            says=["--n-hidden 64 differs from the checkpoint's 16"])
+    (tmp_path / "other.tsv").write_text("x y\tz\nw\tv\n")
+    refused(seq2seq, "--resume", "--data", "other.tsv", "--tokens", "word", *TINY,
+            says=["vocabulary differs"])
