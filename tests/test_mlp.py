@@ -1,0 +1,299 @@
+"""mlp.py: its hand-written backward pass against autograd, its layers against torch's."""
+import math
+import shutil
+import signal
+from collections import Counter
+
+import pytest
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+import mlp
+import rnn
+from conftest import TINY_TEXT, run_script
+
+TINY = ["--block-size", 8, "--n-embd", 8, "--n-hidden", 32, "--batch-size", 8,
+        "--eval-interval", 10, "--eval-steps", 2, "--max-new-tokens", 20, "--num-samples", 1]
+CHARS = "".join(sorted(set(TINY_TEXT)))
+
+
+def assert_grads_equal(ours, reference):
+    """Every parameter of `ours` has the .grad of the same-named one in `reference`."""
+    grads = dict(reference.named_parameters())
+    for name, p in ours.named_parameters():
+        torch.testing.assert_close(p.grad, grads[name].grad, rtol=0, atol=1e-10, msg=name)
+
+
+# ----------------------------------------------------------------------------- the layer
+
+@pytest.mark.parametrize("bias", [True, False])
+@pytest.mark.parametrize("shape", [(6, 5), (3, 4, 5)])
+def test_linear_matches_nn_linear_forward_and_backward(bias, shape):
+    torch.manual_seed(0)
+    ref = nn.Linear(5, 7, bias=bias).double()
+    ours = mlp.Linear(5, 7, bias=bias).double()
+    ours.load_state_dict(ref.state_dict())
+    x = torch.randn(shape, dtype=torch.float64)
+    x_ref = x.clone().requires_grad_()
+    y_ref = ref(x_ref)
+    torch.testing.assert_close(ours(x), y_ref, rtol=0, atol=1e-10)
+    dy = torch.randn_like(y_ref)  # a loss that weighs every output differently
+    (y_ref * dy).sum().backward()
+    dx = ours.backward(x, dy)
+    torch.testing.assert_close(dx, x_ref.grad, rtol=0, atol=1e-10)
+    assert_grads_equal(ours, ref)
+    ours.backward(x, dy)  # a second use adds its gradient, as autograd does
+    torch.testing.assert_close(ours.weight.grad, 2 * ref.weight.grad, rtol=0, atol=1e-10)
+
+
+@pytest.mark.parametrize("bias", [True, False])
+def test_linear_state_dict_both_ways_and_same_init(bias):
+    for fan_in in (1, 3, 384):  # where 1/sqrt(fan_in) and torch's bound differ in the last bit
+        torch.manual_seed(1)
+        ref = nn.Linear(fan_in, 6, bias=bias)
+        torch.manual_seed(1)
+        ours = mlp.Linear(fan_in, 6, bias=bias)
+        assert list(ours.state_dict()) == list(ref.state_dict())
+        for name, value in ref.state_dict().items():  # same seed, same draws: nn.Linear's init
+            assert torch.equal(ours.state_dict()[name], value), (fan_in, name)
+    torch.manual_seed(2)
+    other = mlp.Linear(4, 6, bias=bias)
+    ref = nn.Linear(4, 6, bias=bias)
+    ref.load_state_dict(other.state_dict(), strict=True)
+    x = torch.randn(5, 4)
+    torch.testing.assert_close(ref(x), other(x))
+    other.load_state_dict(nn.Linear(4, 6, bias=bias).state_dict(), strict=True)
+
+
+# ----------------------------------------------------------------------------- the model
+
+class TorchMLP(nn.Module):
+    """The same model from torch's layers, parameters named as mlp.LanguageModel's."""
+
+    def __init__(self, vocab_size, n_embd, n_hidden, block_size):
+        super().__init__()
+        self.block_size = block_size
+        self.emb = nn.Embedding(vocab_size, n_embd)
+        self.hidden = nn.Linear(block_size * n_embd, n_hidden)
+        self.tanh = nn.Tanh()
+        self.lm_head = nn.Linear(n_hidden, vocab_size)
+
+    def named_parameters(self, *args, **kwargs):
+        for name, p in super().named_parameters(*args, **kwargs):
+            yield ("wte" if name == "emb.weight" else name), p
+
+    def forward(self, idx, targets):
+        x = self.emb(idx.unfold(1, self.block_size, 1)).flatten(2)
+        logits = self.lm_head(self.tanh(self.hidden(x)))
+        return logits, F.cross_entropy(logits.flatten(0, 1), targets.flatten())
+
+
+def twins(vocab_size=11, n_embd=3, n_hidden=7, block_size=4):
+    """mlp.LanguageModel and TorchMLP, float64, from the same seed: the same weights."""
+    torch.manual_seed(0)
+    ours = mlp.LanguageModel(vocab_size, n_embd, n_hidden, block_size).double()
+    torch.manual_seed(0)
+    ref = TorchMLP(vocab_size, n_embd, n_hidden, block_size).double()
+    return ours, ref
+
+
+def test_same_init_and_forward_as_torch_layers():
+    ours, ref = twins()
+    for name, p in ref.named_parameters():  # same seed, same draws: torch's own init
+        assert torch.equal(dict(ours.named_parameters())[name], p), name
+    idx, targets = torch.randint(11, (5, 9)), torch.randint(11, (5, 6))
+    logits, loss = ours(idx, targets)
+    logits_ref, loss_ref = ref(idx, targets)
+    assert logits.shape == (5, 6, 11)
+    torch.testing.assert_close(logits, logits_ref, rtol=0, atol=1e-10)
+    torch.testing.assert_close(loss, loss_ref, rtol=0, atol=1e-10)
+    torch.testing.assert_close(ours(idx)[0], logits_ref, rtol=0, atol=1e-10)
+
+
+@pytest.mark.parametrize("batch", ["random", "repeats"])
+def test_hand_written_backward_equals_autograd(batch):
+    ours, ref = twins()
+    if batch == "random":
+        idx, targets = torch.randint(11, (5, 9)), torch.randint(11, (5, 6))
+    else:  # one character over and over, and rows that repeat: every embedding row collects many
+        idx = torch.tensor([[3] * 9, [3, 3, 1, 3, 3, 1, 3, 3, 1], [3] * 9])
+        targets = torch.tensor([[3] * 6, [1, 3, 3, 1, 3, 3], [3] * 6])
+    ours(idx, targets)
+    ours.backward()
+    ref(idx, targets)[1].backward()
+    assert_grads_equal(ours, ref)
+    if batch == "repeats":  # only the rows looked up get a gradient
+        assert ours.wte.grad[[1, 3]].abs().min() > 0 and ours.wte.grad[[0, 2]].abs().max() == 0
+    _, loss = ours(idx, targets)  # and ours against autograd on our own graph
+    grads = {name: p.grad.clone() for name, p in ours.named_parameters()}
+    ours.zero_grad(set_to_none=True)
+    loss.backward()
+    for name, p in ours.named_parameters():
+        torch.testing.assert_close(grads[name], p.grad, rtol=0, atol=1e-10, msg=name)
+
+
+def test_get_batch_gives_every_target_its_full_context():
+    data = torch.arange(100)
+    x, y = mlp.get_batch(data, 8, 4, "cpu")
+    assert x.shape == (4, 15) and y.shape == (4, 8)
+    assert torch.equal(y, x[:, 7:] + 1)  # y[:, t] follows x[:, t:t+8]
+    assert torch.equal(x[:, 1:], x[:, :-1] + 1)  # contiguous text
+
+
+# ----------------------------------------------------------------------------- training
+
+def unigram_entropy(text):
+    counts = Counter(text)
+    return -sum(n / len(text) * math.log(n / len(text)) for n in counts.values())
+
+
+def tiny_setup(**overrides):
+    settings = dict(block_size=8, n_embd=8, n_hidden=32, batch_size=16, lr=1e-2,
+                    max_steps=200, eval_interval=100, eval_steps=4)
+    cfg = mlp.Config(**{**settings, **overrides})
+    data = mlp.split(mlp.encode(TINY_TEXT, CHARS), cfg.block_size)
+    torch.manual_seed(0)
+    model = mlp.LanguageModel(len(CHARS), cfg.n_embd, cfg.n_hidden, cfg.block_size)
+    return cfg, data, model
+
+
+def test_training_uses_the_hand_written_backward_and_loss_falls(capsys, monkeypatch):
+    def no_autograd(*args, **kwargs):
+        raise AssertionError("train() called autograd's backward")
+
+    monkeypatch.setattr(torch.Tensor, "backward", no_autograd)
+    monkeypatch.setattr(torch.autograd, "backward", no_autograd)
+    cfg, data, model = tiny_setup()
+    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+    losses = mlp.train(model, optimizer, data, cfg)
+    assert losses["val"] < 0.25 * unigram_entropy(TINY_TEXT), losses
+    assert "step   200 | train loss" in capsys.readouterr().out
+
+
+def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(capsys):
+    cfg, data, model = tiny_setup(max_steps=40, eval_interval=10)
+    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+    saved, forward = {}, model.forward
+    model.steps_left = 16
+
+    def poisoned(idx, targets=None):  # the loss turns to NaN at the 16th training step
+        logits, loss = forward(idx, targets)
+        if model.training:
+            model.steps_left -= 1
+        return logits, loss * float("nan") if model.steps_left == 0 else loss
+
+    model.forward = poisoned
+    with pytest.raises(FloatingPointError, match="at step 15"):
+        mlp.train(model, optimizer, data, cfg, save=lambda s: saved.update(step=s))
+    assert saved["step"] == 10
+    assert all(torch.isfinite(p).all() for p in model.parameters())
+
+
+def test_sampling_is_reproducible_and_top_k_1_is_greedy():
+    cfg, data, model = tiny_setup()
+    prompt = mlp.encode("    def ", CHARS)[None]
+    torch.manual_seed(3)
+    a = mlp.sample(model, prompt, 30, temperature=1.0)
+    torch.manual_seed(3)
+    b = mlp.sample(model, prompt, 30, temperature=1.0)
+    torch.manual_seed(4)
+    c = mlp.sample(model, prompt, 30, temperature=1.0)
+    assert torch.equal(a, b) and not torch.equal(a, c)
+    assert torch.equal(a[:, :8], prompt) and a.shape == (1, 38)
+    greedy = mlp.sample(model, prompt, 10, top_k=1)
+    idx = prompt
+    for _ in range(10):  # greedy decoding the slow way: all logits of the whole text each time
+        logits, _ = model(idx)
+        idx = torch.cat((idx, logits[:, -1].argmax(-1, keepdim=True)), dim=1)
+    assert torch.equal(greedy, idx)
+
+
+# ----------------------------------------------------------------------------- the CLI
+
+def test_cli_trains_saves_and_samples(tmp_path, tiny_file, capsys, monkeypatch):
+    r = run_script("mlp.py", "--data", tiny_file, "--max-steps", 20, *TINY, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    first = r.stdout.splitlines()[0]  # the format benchmarks/ladder.py parses
+    assert first.startswith("mlp.py: ")
+    assert first.endswith(f"M parameters, vocabulary {len(CHARS)}, on cpu")
+    assert "step    20 | train loss" in r.stdout and "chars/s" in r.stdout
+    ckpt = torch.load(tmp_path / "out" / "mlp.pt", weights_only=True)
+    assert ckpt["script"] == "mlp" and ckpt["step"] == 20 and ckpt["vocab"] == CHARS
+    assert ckpt["config"]["block_size"] == 8
+    monkeypatch.chdir(tmp_path)
+    capsys.readouterr()
+    mlp.main(["--sample-only", "--prompt", "de", "--max-new-tokens", "30"])  # shorter than 8
+    out = capsys.readouterr().out
+    assert "step" not in out
+    sample = out.split("-" * 80 + "\n")[1]
+    assert sample.startswith("de") and len(sample) == 2 + 30 + 1  # padding not printed; "\n"
+
+
+def test_ctrl_c_saves_and_resume_reaches_the_same_weights(tmp_path, tiny_file, monkeypatch,
+                                                          capsys):
+    monkeypatch.chdir(tmp_path)
+    args = ["--data", tiny_file, "--max-steps", 30, *TINY]
+    mlp.main([*map(str, args), "--out-dir", "whole"])
+    get_batch, calls = mlp.get_batch, []
+
+    def interrupting(*a):  # Ctrl-C while the 20th batch is drawn, in the middle of a step
+        calls.append(1)
+        if len(calls) == 20:
+            signal.raise_signal(signal.SIGINT)
+        return get_batch(*a)
+
+    monkeypatch.setattr(mlp, "get_batch", interrupting)
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exit_:
+        mlp.main([*map(str, args), "--out-dir", "cut"])
+    assert exit_.value.code == 130
+    step = int(capsys.readouterr().out.split("interrupted at step ")[1].split(";")[0])
+    assert torch.load(tmp_path / "cut" / "mlp.pt", weights_only=True)["step"] == step
+    assert 10 <= step < 30
+    monkeypatch.setattr(mlp, "get_batch", get_batch)
+    mlp.main([*map(str, args), "--out-dir", "cut", "--resume"])
+    whole = torch.load(tmp_path / "whole" / "mlp.pt", weights_only=True)
+    resumed = torch.load(tmp_path / "cut" / "mlp.pt", weights_only=True)
+    assert resumed["step"] == 30
+    for name, value in whole["model"].items():
+        assert torch.equal(value, resumed["model"][name]), name
+
+
+# Refusals run main() in-process (the same code path as the command line, without paying for
+# a fresh interpreter each time).
+
+def test_cli_refuses_bad_data(tmp_path, tiny_file, refused):
+    refused(mlp, "--data", "nope.txt", says=["cannot read --data nope.txt", "No such file"])
+    refused(mlp, "--data", tmp_path, says=["cannot read --data"])
+    (tmp_path / "empty.txt").write_text("")
+    refused(mlp, "--data", "empty.txt", says=["is empty"])
+    (tmp_path / "short.txt").write_text("x" * 30)  # 27 + 3 characters: no room for 2 * 16
+    refused(mlp, "--data", "short.txt", says=["fewer than 2 * block_size = 32"])
+    refused(mlp, "--data", tiny_file, "--prompt", "déf", *TINY, says=["--prompt", "'é'"])
+
+
+def test_cli_refuses_impossible_settings(tiny_file, refused):
+    for flag, value in [("--block-size", 0), ("--n-embd", 0), ("--n-hidden", -1),
+                        ("--batch-size", 0), ("--max-steps", 0), ("--lr", 0),
+                        ("--temperature", 0), ("--top-k", -1)]:
+        refused(mlp, "--data", tiny_file, flag, value, says=[flag, "must be"])
+
+
+def test_cli_refuses_missing_foreign_or_other_shape_checkpoints(tmp_path, tiny_file, refused):
+    refused(mlp, "--sample-only", says=["no checkpoint"])
+    refused(mlp, "--resume", "--data", tiny_file, says=["no checkpoint"])
+    (tmp_path / "junk").mkdir()
+    (tmp_path / "junk" / "mlp.pt").write_text("not a checkpoint")
+    refused(mlp, "--sample-only", "--out-dir", "junk", says=["not a readable checkpoint"])
+    rnn.main(["--data", str(tiny_file), "--max-steps", "1", "--eval-steps", "1",
+              "--num-samples", "0", "--out-dir", "other", "--n-hidden", "8"])
+    shutil.copy(tmp_path / "other" / "rnn.pt", tmp_path / "other" / "mlp.pt")
+    refused(mlp, "--sample-only", "--out-dir", "other", says=["rnn.py, not of mlp.py"])
+    mlp.main(["--data", str(tiny_file), "--max-steps", "10", *map(str, TINY)])
+    refused(mlp, "--sample-only", "--block-size", 4,
+            says=["--block-size 4 differs from the checkpoint's 8"])
+    refused(mlp, "--sample-only", "--n-hidden", 64,
+            says=["--n-hidden 64 differs from the checkpoint's 32"])
+    (tmp_path / "other.txt").write_text("something else entirely " * 50)
+    refused(mlp, "--resume", "--data", "other.txt", *TINY, says=["vocabulary differs"])
