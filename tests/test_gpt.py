@@ -1,0 +1,369 @@
+"""gpt.py against torch's LayerNorm, scaled_dot_product_attention and TransformerEncoderLayer;
+its cache, training loop, sampler and CLI."""
+import functools
+import math
+import os
+import signal
+from collections import Counter
+
+import pytest
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+import gpt
+import rnn
+from conftest import TINY_TEXT, run_script
+
+TINY = ["--block-size", 16, "--n-embd", 16, "--n-head", 2, "--n-layer", 2, "--batch-size", 8,
+        "--warmup-steps", 5, "--eval-interval", 10, "--eval-steps", 2, "--max-new-tokens", 20,
+        "--num-samples", 1]
+CHARS = "".join(sorted(set(TINY_TEXT)))
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny tensors gain nothing from a second thread, and on a busy machine two threads spend
+    most of their time waiting for each other (20x slower here): one thread for this file."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def tiny_model(dtype=torch.float64, seed=0, **kwargs):
+    """A 2-block GPT on TINY_TEXT's vocabulary with random (not zero) biases and LayerNorm gains,
+    so that every parameter matters in a comparison."""
+    settings = dict(vocab_size=len(CHARS), block_size=16, n_embd=16, n_head=4, n_layer=2)
+    torch.manual_seed(seed)
+    model = gpt.GPT(**{**settings, **kwargs}).to(dtype)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if p.dim() == 1:
+                p.add_(0.1 * torch.randn_like(p))
+    return model
+
+
+def assert_grads_close(a, b):
+    for (name, p), q in zip(a.named_parameters(), b.parameters()):
+        torch.testing.assert_close(p.grad, q.grad, rtol=0, atol=1e-10, msg=name)
+
+
+# ----------------------------------------------------------------------------- the layers
+
+def test_attention_matches_scaled_dot_product_attention():
+    torch.manual_seed(0)
+    q, k, v = (torch.randn(2, 3, 7, 5, dtype=torch.float64, requires_grad=True) for _ in "qkv")
+    ref = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+    w = torch.randn_like(ref)
+    grads_ref = torch.autograd.grad((ref * w).sum(), (q, k, v))
+    out = gpt.attention(q, k, v)
+    grads = torch.autograd.grad((out * w).sum(), (q, k, v))
+    torch.testing.assert_close(out, ref, rtol=0, atol=1e-10)
+    for g, g_ref in zip(grads, grads_ref):
+        torch.testing.assert_close(g, g_ref, rtol=0, atol=1e-10)
+
+
+def test_attention_of_new_queries_on_cached_keys_is_aligned_bottom_right():
+    torch.manual_seed(0)
+    q = torch.randn(2, 3, 4, 5, dtype=torch.float64)
+    k, v = (torch.randn(2, 3, 9, 5, dtype=torch.float64) for _ in "kv")
+    full = gpt.attention(torch.cat((torch.randn(2, 3, 5, 5, dtype=torch.float64), q), 2), k, v)
+    torch.testing.assert_close(gpt.attention(q, k, v), full[:, :, 5:], rtol=0, atol=1e-12)
+    ref = F.scaled_dot_product_attention(q, k, v, attn_mask=gpt.causal_mask(4, 9, q.device))
+    torch.testing.assert_close(gpt.attention(q, k, v), ref, rtol=0, atol=1e-12)
+
+
+def test_layernorm_matches_nn_layernorm_both_ways():
+    torch.manual_seed(0)
+    ref, ours = nn.LayerNorm(6).double(), gpt.LayerNorm(6).double()
+    assert list(ours.state_dict()) == list(ref.state_dict()) and ours.eps == ref.eps
+    for name, value in ref.state_dict().items():
+        assert torch.equal(ours.state_dict()[name], value), name
+    with torch.no_grad():
+        ref.weight.normal_(), ref.bias.normal_()
+    ours.load_state_dict(ref.state_dict(), strict=True)
+    x = (3 + 5 * torch.randn(4, 5, 6, dtype=torch.float64)).requires_grad_()
+    w = torch.randn(4, 5, 6, dtype=torch.float64)
+    (gx_ref,) = torch.autograd.grad((ref(x) * w).sum(), x)
+    (ours(x) * w).sum().backward()
+    torch.testing.assert_close(ours(x), ref(x), rtol=0, atol=1e-10)
+    torch.testing.assert_close(x.grad, gx_ref, rtol=0, atol=1e-10)
+    ref.zero_grad(), (ref(x) * w).sum().backward()
+    assert_grads_close(ours, ref)
+    ref.load_state_dict(gpt.LayerNorm(6).state_dict(), strict=True)
+
+
+@pytest.mark.parametrize("fused", [False, True])
+def test_block_matches_nn_transformer_encoder_layer(fused):
+    """One block == TransformerEncoderLayer(norm_first=True) with a causal mask: the GPT-2
+    block is the encoder layer of 2017 with its LayerNorms moved in front and the mask on."""
+    C, nh = 16, 4
+    block = tiny_model(n_embd=C, n_head=nh, fused=fused).transformer.h[0]
+    ref = nn.TransformerEncoderLayer(C, nh, dim_feedforward=4 * C, dropout=0.0,
+                                     activation=functools.partial(F.gelu, approximate="tanh"),
+                                     batch_first=True, norm_first=True).double()
+    pairs = [("ln_1", "norm1"), ("attn.c_attn", "self_attn.in_proj"),
+             ("attn.c_proj", "self_attn.out_proj"), ("ln_2", "norm2"), ("mlp.c_fc", "linear1"),
+             ("mlp.c_proj", "linear2")]
+    to_ref = {f"{a}.{p}": (f"{b}_{p}" if b.endswith("in_proj") else f"{b}.{p}")
+              for a, b in pairs for p in ("weight", "bias")}
+    ref.load_state_dict({to_ref[name]: p for name, p in block.state_dict().items()}, strict=True)
+    x = torch.randn(3, 10, C, dtype=torch.float64)
+    x_ours, x_ref = x.clone().requires_grad_(), x.clone().requires_grad_()
+    out, _ = block(x_ours)
+    mask = nn.Transformer.generate_square_subsequent_mask(10, dtype=torch.float64)
+    out_ref = ref(x_ref, src_mask=mask, is_causal=True)
+    torch.testing.assert_close(out, out_ref, rtol=0, atol=1e-10)
+    w = torch.randn_like(out)
+    (out * w).sum().backward()
+    (out_ref * w).sum().backward()
+    torch.testing.assert_close(x_ours.grad, x_ref.grad, rtol=0, atol=1e-10)
+    grads_ref = dict(ref.named_parameters())
+    for name, p in block.named_parameters():
+        torch.testing.assert_close(p.grad, grads_ref[to_ref[name]].grad, rtol=0, atol=1e-10,
+                                   msg=name)
+
+
+def test_fused_path_equals_written_out_path():
+    written = tiny_model(fused=False)
+    fused = tiny_model(fused=True)
+    fused.load_state_dict(written.state_dict(), strict=True)
+    idx = torch.randint(len(CHARS), (3, 16))
+    targets = torch.randint(len(CHARS), (3, 16))
+    (logits_w, loss_w), (logits_f, loss_f) = written(idx, targets), fused(idx, targets)
+    torch.testing.assert_close(logits_f, logits_w, rtol=0, atol=1e-10)
+    loss_w.backward(), loss_f.backward()
+    assert_grads_close(fused, written)
+
+
+def test_gpt2_layout_init_and_tied_head():
+    model = gpt.GPT(vocab_size=50, block_size=32, n_embd=64, n_head=4, n_layer=3)
+    per_block = ["ln_1.weight", "ln_1.bias", "attn.c_attn.weight", "attn.c_attn.bias",
+                 "attn.c_proj.weight", "attn.c_proj.bias", "ln_2.weight", "ln_2.bias",
+                 "mlp.c_fc.weight", "mlp.c_fc.bias", "mlp.c_proj.weight", "mlp.c_proj.bias"]
+    assert list(model.state_dict()) == (
+        ["transformer.wte.weight", "transformer.wpe.weight"]
+        + [f"transformer.h.{i}.{name}" for i in range(3) for name in per_block]
+        + ["transformer.ln_f.weight", "transformer.ln_f.bias", "lm_head.weight"])
+    assert model.lm_head.weight is model.transformer.wte.weight
+    params = dict(model.named_parameters())
+    assert "lm_head.weight" not in params  # counted once
+    assert abs(params["transformer.h.0.mlp.c_fc.weight"].std() - 0.02) < 0.002
+    assert abs(params["transformer.wpe.weight"].std() - 0.02) < 0.002
+    c_proj = torch.cat([params[f"transformer.h.{i}.mlp.c_proj.weight"].flatten()
+                        for i in range(3)])
+    assert abs(c_proj.std() - 0.02 / math.sqrt(6)) < 0.001
+    assert all(torch.equal(p, torch.ones_like(p)) for n, p in params.items() if "ln" in n
+               and n.endswith("weight"))
+    assert all(not p.any() for n, p in params.items() if n.endswith("bias"))
+    other = gpt.GPT(vocab_size=50, block_size=32, n_embd=64, n_head=4, n_layer=3)
+    other.load_state_dict(model.state_dict(), strict=True)
+    idx = torch.randint(50, (2, 32))
+    torch.testing.assert_close(other(idx)[0], model(idx)[0])
+
+
+@pytest.mark.parametrize("fused", [False, True])
+def test_kv_cache_equals_full_recompute(fused):
+    model = tiny_model(fused=fused).eval()
+    idx = torch.randint(len(CHARS), (3, 16))
+    full, _ = model(idx)
+    logits, cache = model.advance(idx[:, :5])  # a prompt, then one position at a time,
+    steps = [logits]  # then a chunk of several at once
+    for t in range(5, 12):
+        logits, cache = model.advance(idx[:, t:t + 1], cache)
+        steps.append(logits)
+    logits, cache = model.advance(idx[:, 12:], cache)
+    steps.append(logits)
+    torch.testing.assert_close(torch.cat(steps, dim=1), full, rtol=0, atol=1e-10)
+    assert cache[0][0].shape == (3, 4, 16, 4)
+    with pytest.raises(ValueError, match="more than block_size 16"):
+        model.advance(idx[:, :1], cache)
+
+
+# ----------------------------------------------------------------------------- training
+
+def unigram_entropy(text):
+    counts = Counter(text)
+    return -sum(n / len(text) * math.log(n / len(text)) for n in counts.values())
+
+
+def tiny_setup(**overrides):
+    settings = dict(block_size=16, n_embd=16, n_head=2, n_layer=2, batch_size=16, lr=1e-2,
+                    warmup_steps=10, max_steps=150, eval_interval=50, eval_steps=4)
+    cfg = gpt.Config(**{**settings, **overrides})
+    data = gpt.split(gpt.encode(TINY_TEXT, CHARS), cfg.block_size)
+    torch.manual_seed(0)
+    model = gpt.GPT(len(CHARS), cfg.block_size, cfg.n_embd, cfg.n_head, cfg.n_layer, cfg.dropout)
+    return cfg, data, model
+
+
+def test_training_drives_loss_far_below_unigram_entropy(capsys):
+    cfg, data, model = tiny_setup(dropout=0.1)
+    losses = gpt.train(model, gpt.make_optimizer(model, cfg), data, cfg)
+    assert losses["val"] < 0.25 * unigram_entropy(TINY_TEXT), losses
+    assert "step   150 | train loss" in capsys.readouterr().out
+
+
+def test_optimizer_decays_matrices_only_and_schedule():
+    cfg, data, model = tiny_setup(lr=1e-3, warmup_steps=10, max_steps=110)
+    decay, rest = gpt.make_optimizer(model, cfg).param_groups
+    assert decay["weight_decay"] == 0.1 and rest["weight_decay"] == 0.0
+    assert all(p.dim() == 2 for p in decay["params"]) and all(p.dim() == 1 for p in rest["params"])
+    assert len(decay["params"]) + len(rest["params"]) == len(list(model.parameters()))
+    lrs = [gpt.get_lr(s, cfg) for s in range(111)]
+    assert lrs[0] == pytest.approx(1e-3 / 11) and lrs[9] == pytest.approx(1e-3 * 10 / 11)
+    assert lrs[10] == pytest.approx(1e-3) and lrs[60] == pytest.approx(0.55e-3)
+    assert lrs[110] == pytest.approx(1e-4) and gpt.get_lr(500, cfg) == pytest.approx(1e-4)
+    assert all(a >= b for a, b in zip(lrs[10:], lrs[11:]))
+
+
+def test_non_finite_loss_stops_and_keeps_last_good_checkpoint():
+    cfg, data, model = tiny_setup(max_steps=40, eval_interval=10)
+    saved, calls = {}, []
+    forward = model.forward
+
+    def poisoned(idx, targets=None):  # the 16th training forward (step 15) gives NaN
+        logits, loss = forward(idx, targets)
+        if torch.is_grad_enabled():
+            calls.append(1)
+        return logits, loss * float("nan") if len(calls) == 16 else loss
+
+    model.forward = poisoned
+    with pytest.raises(FloatingPointError, match="at step 15"):
+        gpt.train(model, gpt.make_optimizer(model, cfg), data, cfg,
+                  save=lambda s: saved.update(step=s))
+    assert saved["step"] == 10
+    assert all(torch.isfinite(p).all() for p in model.parameters())
+
+
+# ----------------------------------------------------------------------------- sampling
+
+def test_sampling_is_reproducible_and_top_k_1_is_greedy():
+    model = tiny_model(dtype=torch.float32)
+    prompt = gpt.encode("def ", CHARS)[None]
+    torch.manual_seed(3)
+    a = gpt.sample(model, prompt, 30, temperature=1.0)
+    torch.manual_seed(3)
+    b = gpt.sample(model, prompt, 30, temperature=1.0)
+    torch.manual_seed(4)
+    c = gpt.sample(model, prompt, 30, temperature=1.0)
+    assert torch.equal(a, b) and not torch.equal(a, c)
+    assert torch.equal(a[:, :4], prompt) and a.shape == (1, 34)
+    greedy = gpt.sample(model, prompt, 10, top_k=1)
+    idx = prompt
+    for _ in range(10):  # greedy decoding the slow way: rerun the whole context each time
+        logits, _ = model(idx)
+        idx = torch.cat((idx, logits[:, -1].argmax(-1, keepdim=True)), dim=1)
+    assert torch.equal(greedy, idx)
+
+
+@pytest.mark.parametrize("fused", [False, True])
+@pytest.mark.parametrize("prompt", ["def ", "def add(a, b):\n    return"])
+def test_cached_sampling_equals_uncached_past_block_size(fused, prompt):
+    """block_size 16 and 40 new characters: the cache fills, then the window slides; a prompt
+    longer than the context is cropped. Every character must match a full recompute's."""
+    model = tiny_model(fused=fused)
+    prompt = gpt.encode(prompt, CHARS)[None].repeat(2, 1)
+    out = {}
+    for use_cache in (True, False):
+        torch.manual_seed(5)
+        out[use_cache] = gpt.sample(model, prompt, 40, temperature=1.5, use_cache=use_cache)
+    assert out[True].shape == (2, prompt.shape[1] + 40)
+    assert torch.equal(out[True], out[False])
+    assert not torch.equal(out[True][0], out[True][1])  # rows sampled independently
+
+
+# ----------------------------------------------------------------------------- the CLI
+
+def test_cli_trains_saves_and_samples(tmp_path, tiny_file, capsys, monkeypatch):
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")  # see one_thread
+    r = run_script("gpt.py", "--data", tiny_file, "--max-steps", 20, *TINY, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    first = r.stdout.splitlines()[0]
+    assert first.startswith("gpt.py: ") and f"M parameters, vocabulary {len(CHARS)}, on cpu" in first
+    assert "step    20 | train loss" in r.stdout and "chars/s" in r.stdout
+    ckpt = torch.load(tmp_path / "out" / "gpt.pt", weights_only=True)
+    assert ckpt["script"] == "gpt" and ckpt["step"] == 20 and ckpt["vocab"] == CHARS
+    assert set(ckpt["model"]) == set(gpt.GPT(len(CHARS), 16, 16, 2, 2).state_dict())
+    os.chdir(tmp_path)  # sample-only in-process; a prompt longer than the context is cropped
+    prompt = "def add(a, b):\n    return a + b\n"
+    gpt.main(["--sample-only", "--prompt", prompt, "--max-new-tokens", "30"])
+    out = capsys.readouterr().out
+    assert prompt in out and "step" not in out
+
+
+def test_cli_ctrl_c_saves_and_resume_reaches_the_same_weights(tmp_path, tiny_file, monkeypatch,
+                                                               capsys):
+    monkeypatch.chdir(tmp_path)
+    args = ["--data", str(tiny_file), "--max-steps", "60", "--num-samples", "0",
+            *map(str, TINY)]
+    gpt.main([*args, "--out-dir", "whole"])
+    save = gpt.save_checkpoint
+
+    def save_then_ctrl_c(path, ckpt):  # Ctrl-C arrives right after the step-20 checkpoint
+        save(path, ckpt)
+        if ckpt["step"] == 20:
+            os.kill(os.getpid(), signal.SIGINT)
+
+    monkeypatch.setattr(gpt, "save_checkpoint", save_then_ctrl_c)
+    with pytest.raises(SystemExit) as exit_:
+        gpt.main([*args, "--out-dir", "cut"])
+    assert exit_.value.code == 130
+    assert "interrupted at step 20; saved" in capsys.readouterr().out
+    assert torch.load(tmp_path / "cut" / "gpt.pt", weights_only=True)["step"] == 20
+    gpt.main([*args, "--out-dir", "cut", "--resume"])
+    out = capsys.readouterr().out
+    assert "step    20 |" not in out and "step    60 |" in out
+    whole = torch.load(tmp_path / "whole" / "gpt.pt", weights_only=True)
+    resumed = torch.load(tmp_path / "cut" / "gpt.pt", weights_only=True)
+    assert resumed["step"] == 60
+    for name, value in whole["model"].items():
+        assert torch.equal(value, resumed["model"][name]), name
+
+
+@pytest.mark.slow
+def test_cli_compile_saves_the_plain_modules_weights(tmp_path, tiny_file):
+    r = run_script("gpt.py", "--data", tiny_file, "--max-steps", 10, "--compile", *TINY,
+                   cwd=tmp_path, timeout=600)
+    assert r.returncode == 0, r.stderr
+    ckpt = torch.load(tmp_path / "out" / "gpt.pt", weights_only=True)
+    assert set(ckpt["model"]) == set(gpt.GPT(len(CHARS), 16, 16, 2, 2).state_dict())
+
+
+def test_cli_refuses_bad_data(tmp_path, tiny_file, refused):
+    refused(gpt, "--data", "nope.txt", says=["cannot read --data nope.txt", "No such file"])
+    (tmp_path / "latin1.txt").write_bytes("café au lait".encode("latin-1"))
+    refused(gpt, "--data", "latin1.txt", says=["not UTF-8"])
+    (tmp_path / "short.txt").write_text("x" * 100)
+    refused(gpt, "--data", "short.txt", says=["fewer than block_size + 1 = 129"])
+    refused(gpt, "--data", tiny_file, "--prompt", "déf", *TINY, says=["--prompt", "'é'"])
+    refused(gpt, "--data", tiny_file, "--prompt", "", *TINY, says=["--prompt is empty"])
+
+
+def test_cli_refuses_impossible_settings(tiny_file, refused):
+    for flag, value in [("--n-head", 0), ("--max-steps", 0), ("--block-size", -3), ("--lr", 0),
+                        ("--dropout", -0.1), ("--weight-decay", -1), ("--warmup-steps", -1),
+                        ("--temperature", 0), ("--top-k", -1), ("--n-layer", 0)]:
+        refused(gpt, "--data", tiny_file, flag, value, says=[flag, "must be"])
+    refused(gpt, "--n-embd", 10, "--n-head", 4,
+            says=["--n-embd 10 must be divisible by --n-head 4"])
+    refused(gpt, "--dropout", 1, says=["--dropout must be below 1"])
+    refused(gpt, "--attention", "flash", says=["--attention must be fused or written"])
+
+
+def test_cli_refuses_missing_or_foreign_checkpoints(tmp_path, tiny_file, refused):
+    refused(gpt, "--sample-only", says=["no checkpoint"])
+    refused(gpt, "--resume", "--data", tiny_file, says=["no checkpoint"])
+    rnn.main(["--data", str(tiny_file), "--max-steps", "1", "--num-samples", "0",
+              "--block-size", "16", "--n-hidden", "8", "--out-dir", "rnn_out"])
+    os.makedirs("other")
+    os.replace("rnn_out/rnn.pt", "other/gpt.pt")  # a real rnn.py checkpoint, renamed
+    refused(gpt, "--sample-only", "--out-dir", "other", says=["rnn.py, not of gpt.py"])
+    gpt.main(["--data", str(tiny_file), "--max-steps", "1", *map(str, TINY)])
+    refused(gpt, "--sample-only", "--n-head", 8,
+            says=["--n-head 8 differs from the checkpoint's 2"])
+    refused(gpt, "--sample-only", "--block-size", 32,
+            says=["--block-size 32 differs from the checkpoint's 16"])
+    (tmp_path / "other.txt").write_text("something else entirely " * 50)
+    refused(gpt, "--resume", "--data", "other.txt", *TINY, says=["vocabulary differs"])
