@@ -1,16 +1,269 @@
 """
-transformer.py - the encoder-decoder Transformer of "Attention Is All You Need" (work in progress:
-the layers; the translation model and its training come with seq2seq.py's skeleton).
+transformer.py - the encoder-decoder Transformer of "Attention Is All You Need".
+
+Vaswani et al. (2017), arXiv:1706.03762. No recurrence: an encoder stack reads the whole
+source at once, a decoder stack writes the target, and every layer mixes positions by
+scaled dot-product attention in h heads,
+
+    Attention(Q, K, V) = softmax(Q K^T / sqrt(d_k)) V,   d_k = d_model / h,
+
+each attention and each position-wise feed-forward network FFN(x) = max(0, x W_1 + b_1) W_2 + b_2
+in a residual connection with layer norm: LayerNorm(x + Sublayer(x)). Order comes from
+sinusoidal positional encodings added to the embeddings (scaled by sqrt(d_model)); the decoder
+masks its self-attention so that position t sees positions <= t only, and attends to the
+encoder's output; the output projection is tied to the target embedding.
+
+`Transformer` (with `MultiheadAttention`, `LayerNorm`, the encoder and decoder layers and stacks)
+is a drop-in twin of torch.nn.Transformer (same arguments, forward, masks, parameter names and
+initialisation), written from tensor operations; `Translator` puts embeddings before it and the
+output projection after it.
+
+What changes relative to seq2seq.py: the model (attention everywhere instead of a GRU, so
+training sees all target positions at once), label smoothing (0.1), the paper's learning-rate
+schedule (warmup, then inverse square root) and Adam's betas; decoding caches every layer's keys
+and values, so that each new token costs one position. Data, tokens, metrics, training loop,
+beam search and CLI are seq2seq.py's.
+
+Run:
+    python transformer.py                                          # learn to normalise dates
+    python transformer.py --sample-only --prompt "march 9, 1993"   # translate, out/transformer.pt
+    python transformer.py --data pairs.tsv --tokens word           # source<TAB>target, one a line
+
+Shapes: B batch, S source time, T target time, C = E = d_model, h heads, d_k = C / h,
+V vocabulary, K beams.
 """
 
+import argparse
 import copy
+import dataclasses
+import datetime
 import math
+import os
+import random
+import re
+import signal
+import sys
+import time
+from collections import Counter
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
 SCRIPT = "transformer"  # written into checkpoints, so that a sibling script refuses this one's
+
+
+# ----------------------------------------------------------------------------- config
+
+class BadInput(ValueError):
+    """Input we refuse: main() prints it as one line and exits with status 2."""
+
+
+def arg(default, help, must_be=None):
+    """A config field: its default, its --help text, and "positive" or "non-negative" if so."""
+    return dataclasses.field(default=default, metadata={"help": help, "must_be": must_be})
+
+
+@dataclasses.dataclass
+class Config:
+    # data
+    data: str = arg("", "TSV file of source<TAB>target pairs; empty: generated dates")
+    tokens: str = arg("char", "char: one token a character; word: lowercased words, punctuation"
+                              " split off")
+    min_freq: int = arg(1, "tokens seen fewer times in training become <unk>", "positive")
+    # model
+    n_embd: int = arg(64, "d_model: the size of every token's vector, layer to layer", "positive")
+    n_hidden: int = arg(256, "d_ff: the inner size of each feed-forward network", "positive")
+    n_layer: int = arg(2, "layers in the encoder stack, and in the decoder stack", "positive")
+    n_head: int = arg(4, "attention heads; must divide n_embd", "positive")
+    norm_first: bool = arg(False, "layer norm before each sublayer (steadier when deep), not"
+                                  " after it as in the paper")
+    dropout: float = arg(0.1, "dropout on embeddings, attention weights and sublayer outputs",
+                         "non-negative")
+    # optimization
+    batch_size: int = arg(64, "pairs per step", "positive")
+    lr: float = arg(1e-3, "Adam's peak learning rate, reached after the warmup", "positive")
+    warmup_steps: int = arg(200, "steps of linear warmup before the 1/sqrt(step) decay",
+                            "positive")
+    grad_clip: float = arg(1.0, "clip the gradient norm to this (0: off)", "non-negative")
+    max_steps: int = arg(2000, "optimizer steps in all", "positive")
+    eval_interval: int = arg(250, "steps between evaluations and checkpoints", "positive")
+    eval_steps: int = arg(20, "batches averaged per evaluation (and decoded, of val)",
+                          "positive")
+    # system
+    device: str = arg("", "cpu, cuda, mps, ...; empty: the best one available")
+    seed: int = arg(1337, "seed for weights, batches and sampling")
+    out_dir: str = arg("out", "where the checkpoint <script>.pt goes")
+    resume: bool = arg(False, "continue training from the checkpoint in --out-dir")
+    sample_only: bool = arg(False, "sample from the checkpoint in --out-dir without training")
+    # sampling
+    prompt: str = arg("", "source text to translate; empty: --num-samples validation pairs")
+    num_samples: int = arg(4, "validation pairs translated at the end", "non-negative")
+    max_new_tokens: int = arg(80, "longest translation, in tokens", "positive")
+    beam_size: int = arg(1, "beams searched when translating (1: greedy)", "positive")
+    show_attention: bool = arg(False, "print every translation's attention map (after"
+                                      " training the first one's is printed anyway)")
+
+    def __post_init__(self):  # refuse impossible values before any work is done
+        for f in dataclasses.fields(self):
+            value, rule = getattr(self, f.name), f.metadata["must_be"]
+            if rule == "positive" and not value > 0 or rule == "non-negative" and not value >= 0:
+                raise BadInput(f"--{f.name.replace('_', '-')} must be {rule}, got {value}")
+        if self.tokens not in TOKENIZERS:
+            raise BadInput(f"--tokens must be {' or '.join(TOKENIZERS)}, got {self.tokens!r}")
+        if not self.dropout < 1:
+            raise BadInput(f"--dropout must be below 1, got {self.dropout}")
+        if self.n_embd % self.n_head:
+            raise BadInput(f"--n-head {self.n_head} must divide --n-embd {self.n_embd}")
+
+
+MODEL_ARGS = ("n_embd", "n_hidden", "n_layer", "n_head", "norm_first", "tokens")  # what a checkpoint fixes
+
+
+# ----------------------------------------------------------------------------- data
+
+TOKENIZERS = {
+    "char": list,
+    "word": lambda text: re.findall(r"\w+|[^\w\s]", text.lower()),  # "Hi, you!" -> hi , you !
+}
+JOIN = {"char": "", "word": " "}  # tokens -> text
+SPECIALS = ["<pad>", "<bos>", "<eos>", "<unk>"]
+PAD, BOS, EOS, UNK = range(4)  # their ids, the same in every vocabulary
+
+MONTHS = ["january", "february", "march", "april", "may", "june", "july", "august",
+          "september", "october", "november", "december"]
+DAYS = ["monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday"]
+
+
+def ordinal(n):
+    return f"{n}{'th' if 10 <= n % 100 <= 20 else {1: 'st', 2: 'nd', 3: 'rd'}.get(n % 10, 'th')}"
+
+
+# Each human format of a date, with one fixed convention (US month/day order for "/", European
+# day.month for "."; two-digit years as POSIX strptime reads them, so only 1969-2068 use them).
+DATE_FORMATS = [
+    lambda d: f"{DAYS[d.weekday()]}, {MONTHS[d.month - 1]} {d.day}, {d.year}",
+    lambda d: f"{MONTHS[d.month - 1]} {d.day}, {d.year}",
+    lambda d: f"{d.day} {MONTHS[d.month - 1][:3]} {d.year % 100:02d}",
+    lambda d: f"{d.month:02d}/{d.day:02d}/{d.year}",
+    lambda d: f"{d.year} {MONTHS[d.month - 1]} {ordinal(d.day)}",
+    lambda d: f"{d.day:02d}.{d.month:02d}.{d.year}",
+    lambda d: f"{d.day} {MONTHS[d.month - 1]} {d.year}",
+    lambda d: f"the {ordinal(d.day)} of {MONTHS[d.month - 1]}, {d.year}",
+    lambda d: f"{DAYS[d.weekday()][:3]} {d.day} {MONTHS[d.month - 1][:3]} {d.year}",
+    lambda d: f"{d.year}{d.month:02d}{d.day:02d}",
+]
+TWO_DIGIT_YEARS = (1969, 2068)  # the years format 2 may write as two digits
+FIRST, LAST = datetime.date(1900, 1, 1).toordinal(), datetime.date(2099, 12, 31).toordinal()
+
+
+def generate_dates(n, seed):
+    """n pairs (a date as a person writes it, its ISO form), dates uniform in 1900-2099."""
+    rng = random.Random(seed)
+    pairs = []
+    while len(pairs) < n:
+        d = datetime.date.fromordinal(rng.randint(FIRST, LAST))
+        k = rng.randrange(len(DATE_FORMATS))
+        if k == 2 and not TWO_DIGIT_YEARS[0] <= d.year <= TWO_DIGIT_YEARS[1]:
+            continue
+        pairs.append((DATE_FORMATS[k](d), d.isoformat()))
+    return pairs
+
+
+DATES = {"train": (20_000, 0), "val": (2_000, 1)}  # (pairs, seed): separate seeds per split
+
+
+def read_tsv(path):
+    """(source, target) pairs from `path`: one a line, split at tabs, columns after the
+    second ignored (the Tatoeba / manythings.org format), blank lines skipped."""
+    try:
+        with open(path, "rb") as f:
+            raw = f.read()
+    except OSError as e:
+        raise BadInput(f"cannot read --data {path}: {e.strerror}") from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise BadInput(f"--data {path} is not UTF-8 text (bad byte at offset {e.start})") from None
+    pairs = []
+    for number, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        columns = line.split("\t")
+        if len(columns) < 2 or not columns[0].strip() or not columns[1].strip():
+            raise BadInput(f"--data {path} line {number} is not source<TAB>target: {line[:40]!r}")
+        pairs.append((columns[0].strip(), columns[1].strip()))
+    if not pairs:
+        raise BadInput(f"--data {path} has no source<TAB>target pairs")
+    return pairs
+
+
+def load_pairs(path, tokens):
+    """{"train": [(source tokens, target tokens)], "val": [...]}: the generated dates, or the
+    pairs of the TSV at `path` shuffled with a fixed seed, the last 10% for validation."""
+    if not path:
+        splits = {name: generate_dates(n, seed) for name, (n, seed) in DATES.items()}
+        seen = {source for source, _ in splits["train"]}  # score val on unseen inputs only
+        splits["val"] = [(s, t) for s, t in splits["val"] if s not in seen]
+    else:
+        pairs = read_tsv(path)
+        if len(pairs) < 2:
+            raise BadInput(f"--data {path} has {len(pairs)} pair; need 2: one to train on,"
+                           " one to validate on")
+        random.Random(0).shuffle(pairs)
+        n = len(pairs) - max(1, len(pairs) // 10)
+        splits = {"train": pairs[:n], "val": pairs[n:]}
+    tokenize = TOKENIZERS[tokens]
+    return {name: [(tokenize(s), tokenize(t)) for s, t in part] for name, part in splits.items()}
+
+
+def build_vocab(pairs, min_freq):
+    """{"src": itos, "tgt": itos}: the specials, then the tokens seen at least min_freq times
+    in training, sorted, so that ids are the same from run to run."""
+    vocab = {}
+    for side, name in enumerate(("src", "tgt")):
+        counts = Counter(token for pair in pairs for token in pair[side])
+        vocab[name] = SPECIALS + sorted(t for t, n in counts.items() if n >= min_freq)
+    return vocab
+
+
+def encode(tokens, itos):
+    """Tokens -> ids, <unk> for the unknown, <eos> appended."""
+    stoi = {t: i for i, t in enumerate(itos)}
+    return [stoi.get(t, UNK) for t in tokens] + [EOS]
+
+
+def decode(ids, itos, tokens):
+    return JOIN[tokens].join(itos[i] for i in ids)
+
+
+def make_examples(pairs, vocab):
+    """Pairs -> (source ids, target ids, target tokens) sorted by length, so that neighbours
+    batch together with little padding; the target tokens are BLEU's reference, <unk>-free."""
+    examples = [(encode(s, vocab["src"]), encode(t, vocab["tgt"]), t) for s, t in pairs]
+    return sorted(examples, key=lambda e: (len(e[0]), len(e[1])))
+
+
+def pad(seqs):
+    """Lists of ids -> LongTensor (B, longest), right-padded with <pad>."""
+    out = torch.full((len(seqs), max(map(len, seqs))), PAD, dtype=torch.long)
+    for i, seq in enumerate(seqs):
+        out[i, :len(seq)] = torch.tensor(seq)
+    return out
+
+
+def collate(examples, device):
+    """Examples -> src (B,S), idx (B,T) the decoder's input (<bos> first), targets (B,T)."""
+    src = pad([e[0] for e in examples])
+    tgt = pad([[BOS] + e[1] for e in examples])
+    return src.to(device), tgt[:, :-1].to(device), tgt[:, 1:].to(device)
+
+
+def get_batch(examples, batch_size, device):
+    """A random example and its batch_size - 1 neighbours in length order: similar lengths."""
+    i = torch.randint(len(examples), ()).item()
+    start = min(max(i - batch_size // 2, 0), max(len(examples) - batch_size, 0))
+    return collate(examples[start:start + batch_size], device)
 
 
 # ----------------------------------------------------------------------------- model
@@ -57,6 +310,12 @@ class MultiheadAttention(nn.Module):
         if bias:
             nn.init.zeros_(self.out_proj.bias)
 
+    def project(self, x, i):
+        """x (B,T,E) times W_Q (i = 0), W_K (1) or W_V (2), all heads at once. (B,T,E)"""
+        E = self.embed_dim
+        b = None if self.in_proj_bias is None else self.in_proj_bias[i * E:(i + 1) * E]
+        return F.linear(x, self.in_proj_weight[i * E:(i + 1) * E], b)
+
     def forward(self, query, key, value, key_padding_mask=None, need_weights=True,
                 attn_mask=None, average_attn_weights=True, is_causal=False, cache=None):
         """query (B,T,E), key and value (B,S,E); (T,B,E), (S,B,E) unless batch_first.
@@ -70,17 +329,15 @@ class MultiheadAttention(nn.Module):
             query, key, value = (x.transpose(0, 1) for x in (query, key, value))
         B, T, E = query.shape
         h = self.num_heads
-        w, b = self.in_proj_weight, self.in_proj_bias
-        (w_q, w_k, w_v), (b_q, b_k, b_v) = w.chunk(3), b.chunk(3) if b is not None else [None] * 3
         cached = cache is not None and "k" in cache
-        if self_attention:
-            q, k, v = F.linear(query, w, b).chunk(3, dim=-1)  # (B,T,E) each, in one product
+        if self_attention:  # Q, K, V in one product
+            q, k, v = F.linear(query, self.in_proj_weight, self.in_proj_bias).chunk(3, dim=-1)
             if cached:
                 k, v = torch.cat((cache["k"], k), 1), torch.cat((cache["v"], v), 1)  # (B,S,E)
         elif cached:  # the memory does not change from step to step
-            q, k, v = F.linear(query, w_q, b_q), cache["k"], cache["v"]
+            q, k, v = self.project(query, 0), cache["k"], cache["v"]
         else:
-            q, k, v = F.linear(query, w_q, b_q), F.linear(key, w_k, b_k), F.linear(value, w_v, b_v)
+            q, k, v = self.project(query, 0), self.project(key, 1), self.project(value, 2)
         if cache is not None:
             cache["k"], cache["v"] = k, v
         S = k.shape[1]
@@ -255,3 +512,407 @@ class Transformer(nn.Module):
     def generate_square_subsequent_mask(sz, device=None, dtype=None):
         """(sz,sz) float mask, -inf above the diagonal: position t sees positions <= t only."""
         return torch.full((sz, sz), -math.inf, device=device, dtype=dtype).triu(1)
+
+
+def positional_encoding(positions, d_model):
+    """The paper's sinusoids, one wavelength per dimension pair, from 2 pi to 10000 * 2 pi:
+    PE(pos, 2i) = sin(pos / 10000^(2i / d_model)), PE(pos, 2i + 1) = cos(same). (T,C)"""
+    freq = 10000 ** -(torch.arange(0, d_model, 2, device=positions.device) / d_model)
+    angle = positions[:, None].float() * freq  # (T,C/2)
+    return torch.stack((angle.sin(), angle.cos()), dim=-1).flatten(1)[:, :d_model]  # (T,C)
+
+
+class Translator(nn.Module):
+    """Source and target embeddings, scaled by sqrt(d_model), plus positional encoding ->
+    Transformer -> output projection tied to the target embedding (the paper's weight sharing).
+
+    The interface sample() uses (shared with seq2seq.py): encode(src) -> (memory, state);
+    decode_step(y, state, memory) -> (logits, state, attention). memory and state are tuples
+    of tensors with the batch along dim 0, so that beam search can reorder them."""
+
+    def __init__(self, src_vocab_size, tgt_vocab_size, n_embd, n_hidden, n_layer, n_head,
+                 dropout=0.0, norm_first=False, head=0):
+        super().__init__()
+        self.src_emb = nn.Embedding(src_vocab_size, n_embd)
+        self.tgt_emb = nn.Embedding(tgt_vocab_size, n_embd)
+        for emb in (self.src_emb, self.tgt_emb):  # times sqrt(d_model), unit variance
+            nn.init.normal_(emb.weight, std=n_embd ** -0.5)
+        self.transformer = Transformer(n_embd, n_head, n_layer, n_layer, n_hidden, dropout,
+                                       batch_first=True, norm_first=norm_first)
+        self.lm_head = nn.Linear(n_embd, tgt_vocab_size, bias=False)
+        self.lm_head.weight = self.tgt_emb.weight  # tied: one matrix reads and writes tokens
+        self.drop = nn.Dropout(dropout)
+        self.head = head  # the cross-attention head of the last layer decode_step returns
+
+    def embed(self, emb, idx, start=0):
+        """idx (B,T) at positions start.. -> the stacks' input (B,T,C)."""
+        pos = torch.arange(start, start + idx.shape[1], device=idx.device)
+        return self.drop(emb(idx) * math.sqrt(emb.embedding_dim)
+                         + positional_encoding(pos, emb.embedding_dim))  # (B,T,C)
+
+    def memory(self, src):
+        """src (B,S) -> the encoder's output (B,S,C) and the padding mask (B,S), True on <pad>."""
+        pad = src == PAD
+        return self.transformer.encoder(self.embed(self.src_emb, src),
+                                        src_key_padding_mask=pad), pad
+
+    def encode(self, src):
+        """src (B,S) -> memory (h, padding mask, every decoder layer's cross-attention keys and
+        values, the same at every step) and the decoder's first state: no positions yet."""
+        h, pad = self.memory(src)
+        kv = tuple(layer.multihead_attn.project(h, i) for layer in self.transformer.decoder.layers
+                   for i in (1, 2))  # (B,S,C) each
+        return (h, pad) + kv, (h.new_zeros(h.shape[0], 0, h.shape[2]),) * len(kv)
+
+    def decode_step(self, y, state, memory):
+        """One step: y (B,) the last token written -> logits (B,V) of the next, the new state
+        (every layer's self-attention keys and values, one position longer: a step costs one
+        position, not all of them again) and the cross-attention weights (B,S) of head
+        self.head of the last layer."""
+        h, pad, kv = memory[0], memory[1], memory[2:]
+        cache = [{"self": {"k": state[i], "v": state[i + 1]},
+                  "cross": {"k": kv[i], "v": kv[i + 1]}} for i in range(0, len(kv), 2)]
+        x = self.embed(self.tgt_emb, y[:, None], start=state[0].shape[1])  # (B,1,C)
+        x = self.transformer.decoder(x, h, memory_key_padding_mask=pad, cache=cache)  # (B,1,C)
+        state = tuple(c["self"][n] for c in cache for n in "kv")
+        return self.lm_head(x[:, 0]), state, cache[-1]["attn"][:, self.head, 0]
+
+    def forward(self, src, idx, targets=None):
+        """Teacher forcing, all positions at once: src (B,S), idx (B,T) the target read so far
+        -> logits (B,T,V). The loss averages over the real (non-<pad>) targets; in training the
+        paper's label smoothing (0.1) spreads a tenth of each target's probability."""
+        h, pad = self.memory(src)
+        x = self.transformer.decoder(self.embed(self.tgt_emb, idx), h, tgt_is_causal=True,
+                                     memory_key_padding_mask=pad)  # (B,T,C)
+        logits = self.lm_head(x)  # (B,T,V)
+        loss = None if targets is None else F.cross_entropy(
+            logits.flatten(0, 1), targets.flatten(), ignore_index=PAD,
+            label_smoothing=0.1 if self.training else 0.0)
+        return logits, loss
+
+
+def make_model(vocab, cfg):
+    """The model cfg describes, sized for vocab's source and target vocabularies."""
+    return Translator(len(vocab["src"]), len(vocab["tgt"]), cfg.n_embd, cfg.n_hidden,
+                      cfg.n_layer, cfg.n_head, cfg.dropout, cfg.norm_first)
+
+
+# ----------------------------------------------------------------------------- train
+
+@torch.no_grad()
+def estimate_loss(model, data, cfg, device):
+    """Mean loss over cfg.eval_steps random batches of each split."""
+    model.eval()
+    out = {}
+    for name, part in data.items():
+        losses = [model(*get_batch(part, cfg.batch_size, device))[1].item()
+                  for _ in range(cfg.eval_steps)]
+        out[name] = sum(losses) / len(losses)
+    model.train()
+    return out
+
+
+def bleu(hypotheses, references, n_max=4):
+    """Corpus BLEU (Papineni et al. 2002), one reference each: the geometric mean of the
+    clipped n-gram precisions, n = 1..n_max, times the brevity penalty. In [0, 1]."""
+    matched, total = [0] * n_max, [0] * n_max
+    for hyp, ref in zip(hypotheses, references):
+        for n in range(1, n_max + 1):
+            h = Counter(tuple(hyp[i:i + n]) for i in range(len(hyp) - n + 1))
+            r = Counter(tuple(ref[i:i + n]) for i in range(len(ref) - n + 1))
+            matched[n - 1] += sum(min(k, r[g]) for g, k in h.items())  # clipped counts
+            total[n - 1] += max(len(hyp) - n + 1, 0)
+    if min(matched) == 0:
+        return 0.0
+    c, r = sum(map(len, hypotheses)), sum(map(len, references))
+    brevity = 1.0 if c > r else math.exp(1 - r / c)
+    return brevity * math.exp(sum(math.log(m / t) for m, t in zip(matched, total)) / n_max)
+
+
+def evaluate(model, examples, vocab, cfg, device, beam_size=1):
+    """Translate the examples: {"exact": share translated exactly, "bleu": corpus BLEU}."""
+    hypotheses = []
+    for i in range(0, len(examples), cfg.batch_size):
+        src = collate(examples[i:i + cfg.batch_size], device)[0]
+        hypotheses += [[vocab["tgt"][t] for t in ids] for ids, _ in
+                       sample(model, src, cfg.max_new_tokens, beam_size)]
+    references = [e[2] for e in examples]
+    exact = sum(h == r for h, r in zip(hypotheses, references)) / len(examples)
+    return {"exact": exact, "bleu": bleu(hypotheses, references)}
+
+
+def get_lr(step, cfg):
+    """The paper's schedule: linear warmup to cfg.lr at cfg.warmup_steps, then decay as
+    1/sqrt(step). (The paper's peak, d_model^-0.5 * warmup^-0.5, is cfg.lr here.)"""
+    step += 1
+    return cfg.lr * min(step / cfg.warmup_steps, math.sqrt(cfg.warmup_steps / step))
+
+
+def train(model, optimizer, data, vocab, cfg, step=0, save=None):
+    """Train from `step` to cfg.max_steps on data = {"train": examples, "val": examples}. Every
+    eval_interval steps and at the end: evaluate (loss, and greedy translation of
+    eval_steps * batch_size val pairs spread over all lengths), log, and call save(step) if
+    given. Ctrl-C saves and raises KeyboardInterrupt; a non-finite loss raises
+    FloatingPointError before it can reach the weights. Returns the last evaluation."""
+    device = next(model.parameters()).device
+    val = data["val"][::max(1, len(data["val"]) // (cfg.eval_steps * cfg.batch_size))]
+    start, losses, tokens = step, {}, 0
+    stop = []  # Ctrl-C lands here; the loop ends at the next step boundary, weights consistent
+    handler = signal.signal(signal.SIGINT, lambda *_: stop.append(True))
+    t0 = t_log = time.time()
+    try:
+        while True:
+            due = step % cfg.eval_interval == 0 or step == cfg.max_steps
+            if due and (step > start or step == 0):  # a resumed run has evaluated `start` already
+                losses = estimate_loss(model, data, cfg, device)
+                if not math.isfinite(losses["train"]):
+                    raise FloatingPointError(f"loss is {losses['train']} at step {step}; stopped,"
+                                             " the last good checkpoint is kept")
+                model.eval()
+                losses.update(evaluate(model, val, vocab, cfg, device))
+                model.train()
+                now = time.time()
+                eta = (now - t0) / (step - start) * (cfg.max_steps - step) if step > start else 0
+                print(f"step {step:5d} | train loss {losses['train']:.4f} | val loss"
+                      f" {losses['val']:.4f} | {tokens / (now - t_log) / 1e3:6.1f}k tokens/s"
+                      f" | {now - t0:4.0f}s elapsed, ETA {eta:4.0f}s | val ppl"
+                      f" {math.exp(min(losses['val'], 50)):.2f} | exact"
+                      f" {100 * losses['exact']:5.1f}% | BLEU {100 * losses['bleu']:5.2f}",
+                      flush=True)
+                if save:
+                    save(step)
+                t_log, tokens = time.time(), 0
+            if step >= cfg.max_steps:
+                break
+            if stop:
+                if save:
+                    save(step)
+                print(f"interrupted at step {step}; saved", flush=True)
+                raise KeyboardInterrupt
+            for group in optimizer.param_groups:
+                group["lr"] = get_lr(step, cfg)
+            src, idx, targets = get_batch(data["train"], cfg.batch_size, device)
+            _, loss = model(src, idx, targets)
+            if not torch.isfinite(loss):
+                raise FloatingPointError(f"loss is {loss.item()} at step {step}; stopped, the last"
+                                         " good checkpoint is kept")
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if cfg.grad_clip:
+                nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+            optimizer.step()
+            tokens += src.numel() + idx.numel()
+            step += 1
+    finally:
+        signal.signal(signal.SIGINT, handler)
+    return losses
+
+
+# ----------------------------------------------------------------------------- sample
+
+def select(tensors, index):
+    """Rows `index` of every tensor in a tuple (of memory or state)."""
+    return tuple(t[index] for t in tensors)
+
+
+@torch.no_grad()
+def greedy(model, src, max_new_tokens):
+    """Batched: at each step the likeliest token, until every row has written <eos>."""
+    memory, state = model.encode(src)
+    y = src.new_full((src.shape[0],), BOS)
+    ys, attention = [], []
+    for _ in range(max_new_tokens):
+        logits, state, a = model.decode_step(y, state, memory)
+        y = logits.argmax(-1)  # (B,)
+        ys.append(y)
+        attention.append(a)
+        if (torch.stack(ys, 1) == EOS).any(1).all():
+            break
+    return torch.stack(ys, 1), torch.stack(attention, 1)  # (B,T), (B,T,S)
+
+
+@torch.no_grad()
+def beam_search(model, src, max_new_tokens, beam_size):
+    """One sentence src (1,S): keep the beam_size likeliest partial translations; a hypothesis
+    that writes <eos> is finished, scored by its log-probability per token (so that short ones
+    are not favoured for being short). Returns the best one's tokens (T,) and attention (T,S)."""
+    memory, state = model.encode(src)
+    scores = src.new_zeros(1, dtype=torch.float)  # (K,) log-probabilities of the live beams
+    ys = src.new_zeros(1, 0)  # (K,t)
+    attention = src.new_zeros(1, 0, src.shape[1], dtype=torch.float)  # (K,t,S)
+    finished = []  # (score per token, tokens, attention)
+    for t in range(max_new_tokens):
+        y = ys[:, -1] if t else src.new_full((1,), BOS)
+        logits, state, a = model.decode_step(y, state, select(memory, [0] * len(ys)))
+        logp = scores[:, None] + F.log_softmax(logits, dim=-1)  # (K,V)
+        top, flat = logp.flatten().topk(beam_size - len(finished))
+        beam, token = flat // logp.shape[1], flat % logp.shape[1]
+        ys = torch.cat((ys[beam], token[:, None]), dim=1)
+        attention = torch.cat((attention[beam], a[beam, None]), dim=1)
+        done = token == EOS
+        finished += [(top[k].item() / (t + 1), ys[k], attention[k]) for k in done.nonzero()[:, 0]]
+        live = (~done).nonzero()[:, 0]
+        if len(finished) == beam_size or t == max_new_tokens - 1:
+            finished += [(top[k].item() / (t + 1), ys[k], attention[k]) for k in live]
+            break
+        scores, ys, attention = top[live], ys[live], attention[live]
+        state = select(state, beam[live])
+    _, ys, attention = max(finished, key=lambda f: f[0])
+    return ys, attention
+
+
+def sample(model, src, max_new_tokens, beam_size=1):
+    """Translate each row of src (B,S): a list of (ids without <eos>, attention weights
+    (len(ids), real source length)), by greedy decoding or beam search."""
+    model.eval()
+    lengths = (src != PAD).sum(1).tolist()
+    if beam_size == 1:
+        rows = zip(*greedy(model, src, max_new_tokens))
+    else:
+        rows = (beam_search(model, src[i:i + 1, :n], max_new_tokens, beam_size)
+                for i, n in enumerate(lengths))
+    out = []
+    for (ys, attention), n in zip(rows, lengths):
+        ids = ys.tolist()
+        end = ids.index(EOS) if EOS in ids else len(ids)
+        out.append((ids[:end], attention[:end, :n]))
+    return out
+
+
+SHADES = " ░▒▓█"  # attention weight 0 .. 1
+
+
+def attention_map(source, output, attention):
+    """Text heatmap: the source tokens along the top (written downwards), the output tokens
+    down the side, each cell shaded by how much that output step attended to that token."""
+    source, output = source + ["<eos>"], output
+    width = max(map(len, output), default=0) + 1
+    lines = [" " * width + "".join(f"{t[i] if i < len(t) else ' '} " for t in source)
+             for i in range(max(map(len, source)))]
+    for token, row in zip(output, attention.tolist()):
+        shades = (SHADES[round(w * (len(SHADES) - 1))] * 2 for w in row)
+        lines.append(token.ljust(width) + "".join(shades))
+    return "\n".join(line.rstrip() for line in lines)
+
+
+# ----------------------------------------------------------------------------- main
+
+def pick_device(name):
+    if not name:
+        name = "cuda" if torch.cuda.is_available() else (
+            "mps" if torch.backends.mps.is_available() else "cpu")
+    try:
+        return torch.device(name)
+    except RuntimeError:
+        raise BadInput(f"unknown --device {name!r}") from None
+
+
+def load_checkpoint(path, cfg):
+    """The checkpoint at `path`, checked to be this script's; its model shape goes into cfg,
+    and a flag that asks for another shape is refused."""
+    if not os.path.exists(path):
+        raise BadInput(f"no checkpoint at {path}; train one first (or point --out-dir at it)")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise BadInput(f"{path} is not a readable checkpoint ({type(e).__name__})") from None
+    if not isinstance(ckpt, dict) or ckpt.get("script") != SCRIPT:
+        who = ckpt.get("script", "?") if isinstance(ckpt, dict) else "?"
+        raise BadInput(f"{path} is a checkpoint of {who}.py, not of {SCRIPT}.py")
+    for name in MODEL_ARGS:
+        given, saved = getattr(cfg, name), ckpt["config"][name]
+        if given != getattr(Config, name) and given != saved:
+            raise BadInput(f"--{name.replace('_', '-')} {given} differs from the checkpoint's"
+                           f" {saved}")
+        setattr(cfg, name, saved)
+    return ckpt
+
+
+def save_checkpoint(path, ckpt):
+    """Write atomically: a crash mid-write leaves the previous checkpoint whole."""
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    torch.save(ckpt, path + ".tmp")
+    os.replace(path + ".tmp", path)
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    for f in dataclasses.fields(Config):
+        flag = "--" + f.name.replace("_", "-")
+        if f.type is bool:
+            parser.add_argument(flag, action="store_true", help=f.metadata["help"])
+        else:
+            parser.add_argument(flag, type=f.type, default=f.default, help=f.metadata["help"])
+    return Config(**vars(parser.parse_args(argv)))
+
+
+def main(argv=None):
+    try:
+        run(parse_args(argv))
+    except BadInput as e:
+        print(f"{SCRIPT}.py: error: {e}", file=sys.stderr)
+        sys.exit(2)
+    except FloatingPointError as e:
+        print(f"{SCRIPT}.py: {e}", file=sys.stderr)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        sys.exit(130)
+
+
+def run(cfg):
+    torch.manual_seed(cfg.seed)
+    device = pick_device(cfg.device)
+    path = os.path.join(cfg.out_dir, f"{SCRIPT}.pt")
+    ckpt = load_checkpoint(path, cfg) if cfg.resume or cfg.sample_only else None
+    pairs = None if cfg.sample_only and cfg.prompt else load_pairs(cfg.data, cfg.tokens)
+    if cfg.sample_only:
+        vocab = ckpt["vocab"]
+    else:
+        vocab = build_vocab(pairs["train"], cfg.min_freq)
+        if ckpt and ckpt["vocab"] != vocab:
+            raise BadInput(f"this data's vocabulary differs from the checkpoint's; resume on the"
+                           f" data it was trained on ({ckpt['config']['data'] or 'the default'})")
+    data = pairs and {name: make_examples(part, vocab) for name, part in pairs.items()}
+    if cfg.prompt:
+        unseen = sorted(set(TOKENIZERS[cfg.tokens](cfg.prompt)) - set(vocab["src"]))
+        if unseen:
+            raise BadInput(f"--prompt has tokens never seen in training: {unseen}"[:200])
+        chosen = make_examples([(TOKENIZERS[cfg.tokens](cfg.prompt), [])], vocab)
+    else:
+        chosen = data["val"][::max(1, len(data["val"]) // max(cfg.num_samples, 1))]
+        chosen = chosen[:cfg.num_samples]
+    model = make_model(vocab, cfg).to(device)
+    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+    step = 0
+    if ckpt:
+        model.load_state_dict(ckpt["model"])
+        optimizer.load_state_dict(ckpt["optimizer"])
+        step = ckpt["step"]
+        torch.set_rng_state(ckpt["rng"])
+    n_params = sum(p.numel() for p in model.parameters())
+    print(f"{SCRIPT}.py: {n_params / 1e6:.2f}M parameters, vocabulary {len(vocab['src'])} source"
+          f" / {len(vocab['tgt'])} target, on {device}")
+    if not cfg.sample_only:
+        print(f"data: {len(data['train']):,} train / {len(data['val']):,} val pairs")
+
+        def save(step):
+            save_checkpoint(path, {"script": SCRIPT, "config": dataclasses.asdict(cfg),
+                                   "vocab": vocab, "step": step, "model": model.state_dict(),
+                                   "optimizer": optimizer.state_dict(),
+                                   "rng": torch.get_rng_state()})
+
+        train(model, optimizer, data, vocab, cfg, step, save)
+    src = collate(chosen, device)[0] if chosen else None
+    for k, (ids, attention) in enumerate(sample(model, src, cfg.max_new_tokens, cfg.beam_size)
+                                         if chosen else []):
+        source = [vocab["src"][i] for i in chosen[k][0][:-1]]
+        output = [vocab["tgt"][i] for i in ids]
+        print("-" * 80)
+        print(f"{JOIN[cfg.tokens].join(source)}  ->  {JOIN[cfg.tokens].join(output)}")
+        if cfg.show_attention or k == 0 and not cfg.sample_only:
+            print(attention_map(source, output, attention))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,9 +1,24 @@
-"""transformer.py against torch.nn.Transformer and nn.MultiheadAttention, and the translator."""
+"""transformer.py: the layers against torch.nn.Transformer and nn.MultiheadAttention, the
+translation model around them (padding, the decoder's cache, decoding), the dates task, the CLI.
+The data, metrics, training loop and decoding are seq2seq.py's, verbatim (a test checks that),
+and tests/test_seq2seq.py tests them."""
+import inspect
+import math
+import os
+import random
+import re
+import signal
+
 import pytest
 import torch
 import torch.nn as nn
 
+import seq2seq
 import transformer as tr
+from test_seq2seq import one_thread  # noqa: F401 (autouse: these matrices are small too)
+
+TINY = ["--n-embd", 8, "--n-hidden", 16, "--n-head", 2, "--batch-size", 8, "--eval-interval",
+        10, "--eval-steps", 2, "--max-new-tokens", 12, "--num-samples", 2]
 
 
 def pad_mask(lengths, T):
@@ -116,3 +131,131 @@ def test_multihead_attention_state_dict_and_init():
     y, att = ours(torch.randn(5, 2, 8), torch.randn(3, 2, 8), torch.randn(3, 2, 8),
                   need_weights=False)
     assert y.shape == (5, 2, 8) and att is None
+
+
+# ----------------------------------------------------------------------------- the translator
+
+def tiny_model(vocab_sizes=(12, 9), seed=0, dtype=torch.float64, **sizes):
+    torch.manual_seed(seed)
+    sizes = {"n_embd": 8, "n_hidden": 16, "n_layer": 2, "n_head": 2, "dropout": 0.0, **sizes}
+    return tr.Translator(*vocab_sizes, **sizes).to(dtype).eval()
+
+
+def random_examples(n, vocab_sizes=(12, 9), seed=0):
+    """n examples of random ids (no specials), various lengths, sorted as make_examples does."""
+    rng = random.Random(seed)
+    examples = []
+    for _ in range(n):
+        src = [rng.randrange(4, vocab_sizes[0]) for _ in range(rng.randint(1, 7))] + [tr.EOS]
+        tgt = [rng.randrange(4, vocab_sizes[1]) for _ in range(rng.randint(1, 6))] + [tr.EOS]
+        examples.append((src, tgt, [str(t) for t in tgt[:-1]]))
+    return sorted(examples, key=lambda e: (len(e[0]), len(e[1])))
+
+
+def sections(module):
+    """A script's text cut at its `# ---- name` banners: {"config": ..., "data": ..., ...}."""
+    parts = re.split(r"^# -{20,} (\w+)\n", inspect.getsource(module), flags=re.M)
+    return dict(zip(parts[1::2], parts[2::2]))
+
+
+def test_shared_parts_are_seq2seq_py_verbatim():
+    """Data, training loop, decoding and main are seq2seq.py's text (all but the schedule),
+    so that test_seq2seq.py's tests of them hold here too and `diff` shows the model."""
+    ours, theirs = sections(tr), sections(seq2seq)
+    for name in ("data", "sample", "main"):
+        assert ours[name] == theirs[name], name
+    without_lr = [re.sub(r"^def get_lr\(.*?\n\n\n", "", part["train"], flags=re.M | re.S)
+                  for part in (ours, theirs)]
+    assert without_lr[0] == without_lr[1] and len(without_lr[0]) < len(ours["train"])
+
+
+def test_positional_encoding_is_the_papers():
+    pe = tr.positional_encoding(torch.arange(50), 16)
+    pos, i = 37, 5
+    assert pe[pos, 2 * i].item() == pytest.approx(math.sin(pos / 10000 ** (2 * i / 16)))
+    assert pe[pos, 2 * i + 1].item() == pytest.approx(math.cos(pos / 10000 ** (2 * i / 16)))
+    torch.testing.assert_close(tr.positional_encoding(torch.arange(30, 50), 16), pe[30:])
+
+
+def test_embeddings_scaled_output_tied_and_label_smoothing():
+    model = tiny_model()
+    assert model.lm_head.weight is model.tgt_emb.weight
+    src, idx, targets = tr.collate(random_examples(4), "cpu")
+    x = model.embed(model.tgt_emb, idx)
+    pe = tr.positional_encoding(torch.arange(idx.shape[1]), 8)
+    torch.testing.assert_close(x, model.tgt_emb(idx) * 8 ** 0.5 + pe, rtol=0, atol=1e-12)
+    logits, loss = model(src, idx, targets)
+    real = targets != tr.PAD
+    nll = nn.functional.cross_entropy(logits[real], targets[real])
+    torch.testing.assert_close(loss, nll, rtol=0, atol=1e-12)  # evaluation: no smoothing
+    logp = logits[real].log_softmax(-1)
+    smoothed = 0.9 * nll - 0.1 * logp.mean(-1).mean()  # 0.1 spread uniformly over V tokens
+    torch.testing.assert_close(model.train()(src, idx, targets)[1], smoothed, rtol=0, atol=1e-12)
+
+
+def test_padding_changes_no_sentence_output_or_loss():
+    model = tiny_model()
+    examples = random_examples(5)
+    src, idx, targets = tr.collate(examples, "cpu")
+    logits, loss = model(src, idx, targets)
+    assert logits.shape == (*idx.shape, 9)
+
+    def more_padding(x, extra):
+        return torch.cat((x, x.new_full((x.shape[0], extra), tr.PAD)), dim=1)
+
+    logits2, loss2 = model(more_padding(src, 3), more_padding(idx, 2), more_padding(targets, 2))
+    real = targets != tr.PAD
+    torch.testing.assert_close(logits2[:, :idx.shape[1]][real], logits[real], rtol=0, atol=1e-10)
+    torch.testing.assert_close(loss2, loss, rtol=0, atol=1e-10)
+    for i, example in enumerate(examples):  # each sentence alone, with no padding at all
+        alone, _ = model(*tr.collate([example], "cpu"))
+        torch.testing.assert_close(alone[0], logits[i, :alone.shape[1]], rtol=0, atol=1e-10)
+
+
+@pytest.mark.parametrize("norm_first", [False, True])
+def test_decoder_cache_changes_nothing(norm_first):
+    """decode_step, one position at a time with cached keys and values, gives the logits of
+    the whole-sequence forward; its attention is the last layer's, 0 on padding."""
+    model = tiny_model(norm_first=norm_first)
+    examples = random_examples(6, seed=2)
+    src, idx, _ = tr.collate(examples, "cpu")
+    logits, _ = model(src, idx)
+    memory, state = model.encode(src)
+    for t in range(idx.shape[1]):
+        logits_t, state, attention = model.decode_step(idx[:, t], state, memory)
+        torch.testing.assert_close(logits_t, logits[:, t], rtol=0, atol=1e-10)
+        assert state[0].shape == (6, t + 1, 8)  # one position more per step, not recomputed
+        torch.testing.assert_close(attention.sum(-1), torch.ones(6, dtype=torch.float64))
+        assert (attention[src == tr.PAD] == 0).all()
+    cache = [{} for _ in range(2)]  # the same through the layers' own cache argument
+    x = model.embed(model.tgt_emb, idx)
+    h, pad = model.memory(src)
+    steps = [model.transformer.decoder(x[:, t:t + 1], h, memory_key_padding_mask=pad,
+                                       cache=cache) for t in range(idx.shape[1])]
+    whole = model.transformer.decoder(x, h, memory_key_padding_mask=pad, tgt_is_causal=True)
+    torch.testing.assert_close(torch.cat(steps, 1), whole, rtol=0, atol=1e-10)
+
+
+def test_beam_size_1_equals_greedy():
+    model = tiny_model(seed=3, dtype=torch.float32)
+    examples = random_examples(8, seed=1)
+    src = tr.collate(examples, "cpu")[0]
+    greedy = tr.sample(model, src, 10)
+    assert any(len(ids) < 10 for ids, _ in greedy)  # some stop at <eos>, not only at the limit
+    for i, (ids, attention) in enumerate(greedy):
+        n = len(examples[i][0])
+        assert attention.shape == (len(ids), n)
+        beam_ids, beam_attention = tr.beam_search(model, src[i:i + 1, :n], 10, 1)
+        end = len(ids)
+        assert beam_ids.tolist()[:end] == ids and (len(beam_ids) == end or beam_ids[end] == 2)
+        torch.testing.assert_close(beam_attention[:end], attention, rtol=0, atol=1e-6)
+    beams = tr.sample(model, src, 10, beam_size=3)
+    assert [ids for ids, _ in beams] == [ids for ids, _ in tr.sample(model, src, 10, 3)]
+
+
+def test_lr_schedule_warms_up_then_decays_as_inverse_sqrt():
+    cfg = tr.Config(lr=1e-3, warmup_steps=100)
+    lrs = [tr.get_lr(step, cfg) for step in range(400)]
+    assert lrs[0] == pytest.approx(1e-5) and max(lrs) == lrs[99] == pytest.approx(1e-3)
+    assert lrs[399] == pytest.approx(1e-3 * (100 / 400) ** 0.5)
+    assert all(a < b for a, b in zip(lrs[:99], lrs[1:100]))
