@@ -66,11 +66,11 @@ class Config:
     n_embd: int = arg(24, "size of a character's embedding", "positive")
     n_hidden: int = arg(512, "size of the tanh hidden layer h", "positive")
     # optimization
-    batch_size: int = arg(32, "sequences per step", "positive")
+    batch_size: int = arg(64, "windows per step", "positive")
     lr: float = arg(3e-3, "Adam learning rate, decayed along a cosine to lr/10", "positive")
     grad_clip: float = arg(1.0, "clip the gradient norm to this (0: off)", "non-negative")
-    max_steps: int = arg(2500, "optimizer steps in all", "positive")
-    eval_interval: int = arg(250, "steps between evaluations and checkpoints", "positive")
+    max_steps: int = arg(4000, "optimizer steps in all", "positive")
+    eval_interval: int = arg(500, "steps between evaluations and checkpoints", "positive")
     eval_steps: int = arg(20, "batches averaged per evaluation", "positive")
     # system
     device: str = arg("", "cpu, cuda, mps, ...; empty: the best one available")
@@ -218,7 +218,7 @@ class LanguageModel(nn.Module):
         """idx (B,T+N-1) -> logits (B,T,V): position t predicts the character after
         idx[:, t:t+N]. With targets (B,T): also the mean cross-entropy, and keep what
         backward() needs."""
-        B, N = idx.shape[0], self.block_size
+        N = self.block_size
         if idx.shape[1] < N:
             raise ValueError(f"idx has {idx.shape[1]} characters, fewer than block_size {N}")
         context = idx.unfold(1, N, 1)  # (B,T,N): the N characters before each target
@@ -429,7 +429,9 @@ def run(cfg):
         prompt = encode(cfg.prompt, chars)
     except BadInput as e:
         raise BadInput(f"--prompt has {e}") from None
-    n_pad = max(cfg.block_size - len(prompt), 0)  # a short prompt: as if blank lines came before
+    # the model reads block_size characters: a shorter prompt gets newlines before it (or the
+    # vocabulary's first character, in a text without any), as if it came after blank lines
+    n_pad = max(cfg.block_size - len(prompt), 0)
     prompt = torch.cat((torch.full((n_pad,), max(chars.find("\n"), 0)), prompt))
     model = LanguageModel(len(chars), cfg.n_embd, cfg.n_hidden, cfg.block_size).to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)

@@ -150,7 +150,7 @@ def unigram_entropy(text):
 
 def tiny_setup(**overrides):
     settings = dict(block_size=8, n_embd=8, n_hidden=32, batch_size=16, lr=1e-2,
-                    max_steps=200, eval_interval=100, eval_steps=4)
+                    max_steps=100, eval_interval=50, eval_steps=4)
     cfg = mlp.Config(**{**settings, **overrides})
     data = mlp.split(mlp.encode(TINY_TEXT, CHARS), cfg.block_size)
     torch.manual_seed(0)
@@ -168,7 +168,7 @@ def test_training_uses_the_hand_written_backward_and_loss_falls(capsys, monkeypa
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     losses = mlp.train(model, optimizer, data, cfg)
     assert losses["val"] < 0.25 * unigram_entropy(TINY_TEXT), losses
-    assert "step   200 | train loss" in capsys.readouterr().out
+    assert "step   100 | train loss" in capsys.readouterr().out
 
 
 def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(capsys):
