@@ -4,6 +4,7 @@ import subprocess
 import sys
 
 import pytest
+import torch
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SHARED_DATA = os.path.join(os.path.dirname(ROOT), "shared", "data")
@@ -13,10 +14,22 @@ sys.path.insert(0, ROOT)  # the scripts sit at the top level: `import rnn`
 TINY_TEXT = "def add(a, b):\n    return a + b\n\n" * 40 + "def mul(a, b):\n    return a * b\n\n" * 40
 
 
+@pytest.fixture(autouse=True, scope="session")
+def one_thread():
+    """The tests' models are tiny: one intra-op thread is faster than two fighting over them
+    (and much faster on a busy machine, where OpenMP threads wait for each other)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def run_script(script, *args, cwd, timeout=120):
-    """Run `python <script> args...` in cwd; returns the CompletedProcess (text mode)."""
+    """Run `python <script> args...` in cwd (one thread, as in-process tests); returns the
+    CompletedProcess (text mode)."""
     cmd = [sys.executable, os.path.join(ROOT, script), *map(str, args)]
-    return subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=timeout)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    return subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=timeout, env=env)
 
 
 @pytest.fixture
