@@ -1,9 +1,8 @@
 """
-gpt.py - a character-level language model on a decoder-only Transformer, in GPT-2's layout.
-
+gpt.py - a character-level language model on a decoder-only Transformer, in GPT-2's layout:
 Vaswani et al. (2017), "Attention Is All You Need", arXiv:1706.03762; Radford et al. (2019),
-"Language Models are Unsupervised Multitask Learners" (GPT-2: decoder only, LayerNorm before each
-sublayer, a final LayerNorm, residual projections initialised smaller). One block, x (B,T,C):
+"Language Models are Unsupervised Multitask Learners" (GPT-2: LayerNorm before each sublayer and
+after the last block, residual projections initialised smaller). One block, x (B,T,C):
 
     x = x + attn.c_proj(softmax(q k^T / sqrt(hs) + causal mask) v),  q,k,v = attn.c_attn(ln_1(x))
     x = x + mlp.c_proj(gelu(mlp.c_fc(ln_2(x))))                     MLP width 4 C, GELU tanh form
@@ -11,19 +10,18 @@ sublayer, a final LayerNorm, residual projections initialised smaller). One bloc
 `LayerNorm` is a twin of torch.nn.LayerNorm and `attention` of F.scaled_dot_product_attention
 (is_causal=True), written from tensor operations; with --kernels fused (the default: several times
 faster, on CPUs too) the same modules call those torch kernels instead, and the tests prove both
-paths equal. GELU is F.gelu(approximate="tanh"), as GPT-2's. `GPT` keeps
-GPT-2's parameter names (transformer.wte, .wpe, .h.{i}.ln_1, .attn.c_attn, ..., lm_head), so its
-weights can be mapped in (transposed: GPT-2's Conv1D stores them the other way round).
-
-Run:
-    python gpt.py                                  # train on the Python stdlib source, then sample
-    python gpt.py --data input.txt                 # train on your own UTF-8 text
-    python gpt.py --sample-only --prompt "def "    # sample from out/gpt.pt
+paths equal. GELU is F.gelu(approximate="tanh"), as GPT-2's. `GPT` keeps GPT-2's parameter names
+(transformer.wte, .wpe, .h.{i}.ln_1, .attn.c_attn, ..., lm_head), so its weights can be mapped in
+(transposed: GPT-2's Conv1D stores them the other way round).
 
 What changes from rnn.py: the model (attention over the last block_size characters, with learned
 positions, instead of a recurrent state; no --n-hidden: the MLP is 4 * n_embd wide, as in GPT-2),
 the optimizer (AdamW, weight decay on matrices only, linear warmup then cosine decay), bf16
 autocast on CUDA, --compile, and the sampler's cache (keys and values instead of the state).
+
+Run `python gpt.py` to train on the Python standard library's source, then sample. Add
+`--data input.txt` to train on your own UTF-8 text, or `--sample-only --prompt "def "` to sample
+from the checkpoint that training saved in out/ (--help lists every flag).
 
 Shapes: B batch, T time, C embedding (n_embd), nh heads, hs head size C/nh, S positions attended
 (cached + new), V vocabulary.
@@ -72,7 +70,7 @@ class Config:
     kernels: str = arg("fused", "fused: torch's kernels for attention and LayerNorm (faster);"
                        " written: the written-out reference, same result")
     # optimization
-    batch_size: int = arg(32, "sequences per step", "positive")
+    batch_size: int = arg(16, "sequences per step", "positive")
     lr: float = arg(1e-3, "AdamW peak learning rate, decayed along a cosine to lr/10", "positive")
     weight_decay: float = arg(0.1, "AdamW weight decay, on matrices only", "non-negative")
     warmup_steps: int = arg(100, "steps of linear warmup to lr", "non-negative")
@@ -384,7 +382,7 @@ def train(model, optimizer, data, cfg, step=0, save=None):
                                              " the last good checkpoint is kept")
                 now = time.time()
                 chars = (step - step_log) * cfg.batch_size * cfg.block_size
-                eta = (now - t0) / max(step - start, 1) * (cfg.max_steps - step)
+                eta = (now - t0) / (step - start) * (cfg.max_steps - step) if step > start else 0
                 print(f"step {step:5d} | train loss {losses['train']:.4f} | val loss"
                       f" {losses['val']:.4f} | {chars / (now - t_log) / 1e3:6.1f}k chars/s"
                       f" | {now - t0:4.0f}s elapsed, ETA {eta:4.0f}s", flush=True)
