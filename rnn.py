@@ -1,19 +1,18 @@
 """
-rnn.py - a character-level language model on a vanilla (Elman) recurrent network.
-
-Elman (1990), "Finding Structure in Time"; trained with backpropagation through time
-(Werbos 1990), here left to autograd. One step of the recurrence:
+rnn.py - a character-level language model on a vanilla (Elman) recurrent network:
+Elman (1990), "Finding Structure in Time".
+Trained with backpropagation through time (Werbos 1990), left to autograd. One step, in each layer:
 
     h_t = tanh(x_t W_ih^T + b_ih + h_{t-1} W_hh^T + b_hh)
 
-`RNN` is a drop-in twin of torch.nn.RNN (same arguments, shapes, parameter names and
-initialisation), written from tensor operations; `LanguageModel` puts a character embedding
-before it and a linear head after it.
+The recurrent layer is a drop-in twin of its namesake in torch.nn (same arguments, shapes,
+parameter names and initialisation), written from tensor operations; `LanguageModel` puts a
+character embedding before it and a linear head after it. rnn.py, lstm.py and gru.py differ
+only in the cell (one step of the recurrence), the shape of its state, and max_steps.
 
-Run:
-    python rnn.py                                  # train on the Python stdlib source, then sample
-    python rnn.py --data input.txt                 # train on your own UTF-8 text
-    python rnn.py --sample-only --prompt "def "    # sample from out/rnn.pt
+Run `python rnn.py` to train on the Python standard library's source, then sample. Add
+`--data input.txt` to train on your own UTF-8 text, or `--sample-only --prompt "def "` to sample
+from the checkpoint that training saved in out/ (--help lists every flag).
 
 Shapes: B batch, T time, C embedding, H hidden, V vocabulary, L layers.
 """
@@ -164,8 +163,8 @@ def cell(xw, h, weight_hh_t, bias_hh):
 
 
 class RNN(nn.Module):
-    """torch.nn.RNN (tanh) from tensor operations: same arguments, shapes, parameter names and
-    initialisation, so that state_dicts move between the two."""
+    """torch.nn.RNN (tanh) from tensor operations; its state h is (L,B,H). Same arguments,
+    shapes, parameter names and initialisation, so that state_dicts move between the two."""
 
     gates = 1  # row blocks in weight_ih and weight_hh
 
@@ -182,32 +181,32 @@ class RNN(nn.Module):
                 w = nn.Parameter(torch.empty(shape).uniform_(-bound, bound))
                 self.register_parameter(f"{name}_l{k}", w)
 
-    def forward(self, x, h0=None):
-        """x (T,B,C), or (B,T,C) if batch_first; h0 (L,B,H), zeros if None.
-        Returns output, the last layer's h_t for every t, (T,B,H) or (B,T,H); and h_n (L,B,H)."""
+    def forward(self, x, hx=None):
+        """x (T,B,C), or (B,T,C) if batch_first; hx the initial state, zeros if None. Returns
+        output, the last layer's h_t for every t, (T,B,H) or (B,T,H); and the final state."""
         if self.batch_first:
             x = x.transpose(0, 1)
-        if h0 is None:
-            h0 = x.new_zeros(self.num_layers, x.shape[1], self.hidden_size)
+        if hx is None:
+            hx = x.new_zeros(self.num_layers, x.shape[1], self.hidden_size)
         h_n = []
         for k in range(self.num_layers):
             w_ih, w_hh, b_ih, b_hh = (getattr(self, f"{name}_l{k}") for name in
                                       ("weight_ih", "weight_hh", "bias_ih", "bias_hh"))
             xw = x @ w_ih.t() + b_ih  # (T,B,G*H): the input projection, hoisted out of the loop
             w_hh_t = w_hh.t()  # transposed once, not at every step
-            s = h0[k]
+            h = hx[k]
             outputs = []
             for xw_t in xw.unbind(0):
-                s = cell(xw_t, s, w_hh_t, b_hh)
-                outputs.append(s)
+                h = cell(xw_t, h, w_hh_t, b_hh)
+                outputs.append(h)
             x = torch.stack(outputs)  # (T,B,H), the next layer's input
-            h_n.append(s)
+            h_n.append(h)
         output = x.transpose(0, 1) if self.batch_first else x
         return output, torch.stack(h_n)
 
 
 class LanguageModel(nn.Module):
-    """Character embedding -> RNN -> linear head: the logits of the next character."""
+    """Character embedding -> recurrent layer -> linear head: the next character's logits."""
 
     def __init__(self, vocab_size, n_embd, n_hidden, n_layer):
         super().__init__()

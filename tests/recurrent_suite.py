@@ -1,0 +1,278 @@
+"""The tests rnn.py, lstm.py and gru.py share: the layer against its torch.nn built-in, training,
+sampling, and the skeleton (CLI, checkpoints, --resume, Ctrl-C, refusals). Each
+tests/test_<script>.py imports them and defines the fixture `script`, so that
+`pytest tests/test_lstm.py` checks lstm.py against nn.LSTM exactly as rnn.py is checked against
+nn.RNN, and no check is written twice."""
+import difflib
+import math
+import os
+import signal
+from collections import Counter, namedtuple
+
+import pytest
+import torch
+
+from conftest import ROOT, TINY_TEXT, run_script
+
+Script = namedtuple("Script", "module layer builtin")  # e.g. (lstm, lstm.LSTM, nn.LSTM)
+
+TINY = ["--block-size", 16, "--n-embd", 8, "--n-hidden", 32, "--batch-size", 8,
+        "--eval-interval", 10, "--eval-steps", 2, "--max-new-tokens", 20, "--num-samples", 1]
+SIBLINGS = ("rnn", "lstm", "gru")
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """These models are tiny: on one thread they train several times faster than on two,
+    which mostly wait for each other (and far faster on a busy machine)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def parts(state):
+    """The tensors of a layer's state: (h,) for RNN and GRU, (h, c) for LSTM."""
+    return state if isinstance(state, tuple) else (state,)
+
+
+def random_state(script, num_layers, batch, hidden):
+    h = torch.randn(num_layers, batch, hidden, dtype=torch.float64)
+    return (h, torch.randn_like(h)) if script.layer.__name__ == "LSTM" else h
+
+
+def changed_lines(a, b):
+    """Lines removed plus lines added from file a to file b: `diff a b | grep -c '^[<>]'`."""
+    with open(os.path.join(ROOT, a)) as fa, open(os.path.join(ROOT, b)) as fb:
+        lines_a, lines_b = fa.readlines(), fb.readlines()
+    # autojunk off: on files this long it would treat blank lines as noise and overcount
+    ops = difflib.SequenceMatcher(None, lines_a, lines_b, autojunk=False).get_opcodes()
+    return sum(i2 - i1 + j2 - j1 for tag, i1, i2, j1, j2 in ops if tag != "equal")
+
+
+# ----------------------------------------------------------------------------- the layer
+
+@pytest.mark.parametrize("num_layers", [1, 2])
+@pytest.mark.parametrize("batch_first", [False, True])
+@pytest.mark.parametrize("with_state", [False, True])
+def test_matches_builtin(script, num_layers, batch_first, with_state):
+    torch.manual_seed(0)
+    ref = script.builtin(5, 7, num_layers=num_layers, batch_first=batch_first).double()
+    ours = script.layer(5, 7, num_layers=num_layers, batch_first=batch_first).double()
+    ours.load_state_dict(ref.state_dict())
+    x = torch.randn((3, 6, 5) if batch_first else (6, 3, 5), dtype=torch.float64)
+    x_ref, x_ours = x.clone().requires_grad_(), x.clone().requires_grad_()
+    s_ref = s_ours = None
+    if with_state:
+        s = parts(random_state(script, num_layers, 3, 7))
+        s_ref = tuple(t.clone().requires_grad_() for t in s)
+        s_ours = tuple(t.clone().requires_grad_() for t in s)
+        if len(s) == 1:  # RNN and GRU take h_0 itself, LSTM the pair (h_0, c_0)
+            s_ref, s_ours = s_ref[0], s_ours[0]
+    out_ref, final_ref = ref(x_ref, s_ref)
+    out, final = ours(x_ours, s_ours)
+    assert type(final) is type(final_ref)
+    torch.testing.assert_close(out, out_ref, rtol=0, atol=1e-10)
+    for a, b in zip(parts(final), parts(final_ref), strict=True):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-10)
+    w = torch.randn_like(out)  # a loss that weighs every output, and each part of the state
+    ws = [torch.randn_like(t) for t in parts(final)]
+    for o, f in ((out_ref, final_ref), (out, final)):
+        ((o * w).sum() + sum((t * v).sum() for t, v in zip(parts(f), ws))).backward()
+    for (name, p_ref), p in zip(ref.named_parameters(), ours.parameters(), strict=True):
+        torch.testing.assert_close(p.grad, p_ref.grad, rtol=0, atol=1e-10, msg=name)
+    torch.testing.assert_close(x_ours.grad, x_ref.grad, rtol=0, atol=1e-10)
+    if with_state:
+        for a, b in zip(parts(s_ours), parts(s_ref)):
+            torch.testing.assert_close(a.grad, b.grad, rtol=0, atol=1e-10)
+
+
+def test_state_dict_both_ways_and_same_init(script):
+    torch.manual_seed(1)
+    ref = script.builtin(4, 6, num_layers=2)
+    torch.manual_seed(1)
+    ours = script.layer(4, 6, num_layers=2)
+    assert list(ours.state_dict()) == list(ref.state_dict())
+    for name, value in ref.state_dict().items():  # same seed, same draws: torch's own init
+        assert torch.equal(ours.state_dict()[name], value), name
+    torch.manual_seed(2)
+    other = script.layer(4, 6, num_layers=2)
+    ref.load_state_dict(other.state_dict(), strict=True)
+    x = torch.randn(5, 2, 4)
+    torch.testing.assert_close(ref(x)[0], other(x)[0])
+    ours.load_state_dict(script.builtin(4, 6, num_layers=2).state_dict(), strict=True)
+
+
+# ----------------------------------------------------------------------------- training
+
+def unigram_entropy(text):
+    counts = Counter(text)
+    return -sum(n / len(text) * math.log(n / len(text)) for n in counts.values())
+
+
+def tiny_setup(m, **overrides):
+    settings = dict(block_size=16, n_embd=8, n_hidden=32, batch_size=16, lr=1e-2,
+                    max_steps=300, eval_interval=100, eval_steps=4)
+    cfg = m.Config(**{**settings, **overrides})
+    chars = "".join(sorted(set(TINY_TEXT)))
+    data = m.split(m.encode(TINY_TEXT, chars), cfg.block_size)
+    torch.manual_seed(0)
+    model = m.LanguageModel(len(chars), cfg.n_embd, cfg.n_hidden, cfg.n_layer)
+    return cfg, chars, data, model
+
+
+def test_training_drives_loss_far_below_unigram_entropy(script, capsys):
+    cfg, chars, data, model = tiny_setup(script.module)
+    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+    losses = script.module.train(model, optimizer, data, cfg)
+    assert losses["val"] < 0.25 * unigram_entropy(TINY_TEXT), losses
+    assert "step   300 | train loss" in capsys.readouterr().out
+
+
+def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(script, capsys):
+    cfg, chars, data, model = tiny_setup(script.module, max_steps=40, eval_interval=10)
+    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+    saved = {}
+    forward = model.forward
+    calls = []
+
+    def poisoned(idx, targets=None):  # the training loss turns to NaN at step 15
+        logits, loss = forward(idx, targets)
+        if torch.is_grad_enabled():
+            calls.append(1)
+        return logits, loss * float("nan") if len(calls) == 16 else loss
+
+    model.forward = poisoned
+    with pytest.raises(FloatingPointError, match="at step 15"):
+        script.module.train(model, optimizer, data, cfg, save=lambda s: saved.update(step=s))
+    assert saved["step"] == 10
+    assert all(torch.isfinite(p).all() for p in model.parameters())
+
+
+def test_sampling_is_reproducible_and_top_k_1_is_greedy(script):
+    m = script.module
+    cfg, chars, data, model = tiny_setup(m)
+    prompt = m.encode("def ", chars)[None]
+    torch.manual_seed(3)
+    a = m.sample(model, prompt, 30, temperature=1.0)
+    torch.manual_seed(3)
+    b = m.sample(model, prompt, 30, temperature=1.0)
+    torch.manual_seed(4)
+    c = m.sample(model, prompt, 30, temperature=1.0)
+    assert torch.equal(a, b) and not torch.equal(a, c)
+    assert torch.equal(a[:, :4], prompt) and a.shape == (1, 34)
+    greedy = m.sample(model, prompt, 10, top_k=1)
+    idx = prompt
+    for _ in range(10):  # greedy decoding the slow way: rerun the whole context each time
+        logits, _ = model(idx)
+        idx = torch.cat((idx, logits[:, -1].argmax(-1, keepdim=True)), dim=1)
+    assert torch.equal(greedy, idx)
+
+
+def test_encode_decode_and_default_corpus(script):
+    m = script.module
+    assert m.decode(m.encode("cab", "abc").tolist(), "abc") == "cab"
+    with pytest.raises(m.BadInput, match="'xz'"):
+        m.encode("axz", "abc")
+    text = m.stdlib_source()
+    assert len(text) > 1_000_000 and "def __init__(self" in text
+    assert text == m.stdlib_source()  # the same corpus every time
+
+
+# ----------------------------------------------------------------------------- the CLI
+
+def test_cli_trains_saves_and_samples(script, tmp_path, tiny_file, monkeypatch, capsys):
+    m, name = script.module, script.module.SCRIPT
+    monkeypatch.chdir(tmp_path)
+    m.main(["--data", str(tiny_file), "--max-steps", "20", *map(str, TINY)])
+    out = capsys.readouterr().out
+    assert out.startswith(f"{name}.py: ") and " parameters, vocabulary " in out
+    assert "step    20 | train loss" in out and "chars/s" in out
+    ckpt = torch.load(tmp_path / "out" / f"{name}.pt", weights_only=True)
+    assert ckpt["script"] == name and ckpt["step"] == 20
+    assert ckpt["vocab"] == "".join(sorted(set(TINY_TEXT)))
+    # the real command line, once per script: a fresh interpreter, __main__, exit status 0
+    r = run_script(f"{name}.py", "--sample-only", "--prompt", "def ", "--max-new-tokens", 30,
+                   cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert "def " in r.stdout and "step" not in r.stdout
+
+
+def test_cli_ctrl_c_saves_and_resume_reaches_the_same_weights(script, tmp_path, tiny_file,
+                                                               monkeypatch, capsys):
+    m, name = script.module, script.module.SCRIPT
+    monkeypatch.chdir(tmp_path)
+    args = ["--data", str(tiny_file), "--max-steps", "60", *map(str, TINY)]
+    m.main([*args, "--out-dir", "whole"])
+    get_batch, calls = m.get_batch, []
+
+    def get_batch_then_ctrl_c(*a):  # a real SIGINT to this process, at the 30th batch drawn
+        calls.append(1)
+        if len(calls) == 30:
+            os.kill(os.getpid(), signal.SIGINT)
+        return get_batch(*a)
+
+    monkeypatch.setattr(m, "get_batch", get_batch_then_ctrl_c)
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exit_:
+        m.main([*args, "--out-dir", "cut"])
+    out = capsys.readouterr().out
+    assert exit_.value.code == 130
+    step = int(out.split("interrupted at step ")[1].split(";")[0])
+    cut = torch.load(tmp_path / "cut" / f"{name}.pt", weights_only=True)
+    assert cut["step"] == step and 10 < step < 60
+    monkeypatch.setattr(m, "get_batch", get_batch)
+    m.main([*args, "--out-dir", "cut", "--resume"])
+    out = capsys.readouterr().out
+    assert f"step {step:5d} |" not in out and "step    60 |" in out
+    whole = torch.load(tmp_path / "whole" / f"{name}.pt", weights_only=True)
+    resumed = torch.load(tmp_path / "cut" / f"{name}.pt", weights_only=True)
+    assert resumed["step"] == 60
+    for key, value in whole["model"].items():
+        assert torch.equal(value, resumed["model"][key]), key
+
+
+# Refusals run main() in-process (the same code path as the command line, without paying for
+# a fresh interpreter each time).
+
+def test_cli_refuses_bad_data(script, tmp_path, tiny_file, refused):
+    m = script.module
+    refused(m, "--data", "nope.txt", says=["cannot read --data nope.txt", "No such file"])
+    refused(m, "--data", tmp_path, says=["cannot read --data"])
+    (tmp_path / "empty.txt").write_text("")
+    refused(m, "--data", "empty.txt", says=["is empty"])
+    (tmp_path / "latin1.txt").write_bytes("café au lait".encode("latin-1"))
+    refused(m, "--data", "latin1.txt", says=["not UTF-8"])
+    (tmp_path / "short.txt").write_text("x" * 100)
+    refused(m, "--data", "short.txt", says=["fewer than block_size + 1 = 129"])
+    refused(m, "--data", tiny_file, "--prompt", "déf", *TINY, says=["--prompt", "'é'"])
+
+
+def test_cli_refuses_impossible_settings(script, tiny_file, refused):
+    for flag, value in [("--n-hidden", 0), ("--max-steps", 0), ("--block-size", -3),
+                        ("--lr", 0), ("--temperature", 0), ("--top-k", -1), ("--n-layer", 0)]:
+        refused(script.module, "--data", tiny_file, flag, value, says=[flag, "must be"])
+
+
+def test_cli_refuses_missing_or_foreign_checkpoints(script, tmp_path, tiny_file, refused,
+                                                    capsys):
+    m, name = script.module, script.module.SCRIPT
+    refused(m, "--sample-only", says=["no checkpoint"])
+    refused(m, "--resume", "--data", tiny_file, says=["no checkpoint"])
+    (tmp_path / "junk").mkdir()
+    (tmp_path / "junk" / f"{name}.pt").write_text("not a checkpoint")
+    refused(m, "--sample-only", "--out-dir", "junk", says=["not a readable checkpoint"])
+    # a sibling's real checkpoint, put where this script looks for its own
+    sibling = __import__(SIBLINGS[(SIBLINGS.index(name) + 1) % len(SIBLINGS)])
+    sibling.main(["--data", str(tiny_file), "--max-steps", "1", "--out-dir", "other",
+                  *map(str, TINY)])
+    os.replace(tmp_path / "other" / f"{sibling.SCRIPT}.pt", tmp_path / "other" / f"{name}.pt")
+    refused(m, "--sample-only", "--out-dir", "other",
+            says=[f"is a checkpoint of {sibling.SCRIPT}.py, not of {name}.py"])
+    refused(m, "--resume", "--data", tiny_file, "--out-dir", "other", *TINY,
+            says=[f"is a checkpoint of {sibling.SCRIPT}.py, not of {name}.py"])
+    m.main(["--data", str(tiny_file), "--max-steps", "10", *map(str, TINY)])
+    refused(m, "--sample-only", "--n-hidden", 64,
+            says=["--n-hidden 64 differs from the checkpoint's 32"])
+    (tmp_path / "other.txt").write_text("something else entirely " * 50)
+    refused(m, "--resume", "--data", "other.txt", *TINY, says=["vocabulary differs"])
