@@ -240,7 +240,7 @@ class LanguageModel(nn.Module):
         # loss = mean over the B*T targets of -log p_y, p = softmax(logits):
         # dloss/dlogits = (p - onehot(y)) / (B*T)
         dlogits = F.softmax(logits, dim=-1).reshape(B * T, V)  # (B*T,V)
-        dlogits[torch.arange(B * T), targets.flatten()] -= 1
+        dlogits[torch.arange(B * T, device=logits.device), targets.flatten()] -= 1
         dlogits = (dlogits / (B * T)).view(B, T, V)
         # logits = h W_2^T + b_2
         dh = self.lm_head.backward(h, dlogits)  # (B,T,H)
