@@ -9,7 +9,10 @@ back over all h_j with additive attention:
 
     e_j = v^T tanh(W s_{t-1} + U h_j)     a = softmax(e) over the real (unpadded) positions
     c_t = sum_j a_j h_j                   s_t = GRU([y_{t-1}; c_t], s_{t-1})
-    logits_t = Linear([s_t; c_t; y_{t-1}])
+    o_t = tanh(W_o [s_t; c_t; y_{t-1}])   logits_t = W_V o_t + b_V
+
+o_t is Bahdanau's deep output layer (tanh where the paper has maxout), of size C: the matrix
+over the vocabulary, the costliest one, stays (V,C) instead of (V,H+2H+C).
 
 What changes relative to rnn.py: the data are pairs (source, target), not one text; the
 recurrence is torch's nn.GRU (gru.py writes the GRU out); what is written out here is the
@@ -74,8 +77,8 @@ class Config:
     batch_size: int = arg(64, "pairs per step", "positive")
     lr: float = arg(3e-3, "Adam learning rate, decayed along a cosine to lr/10", "positive")
     grad_clip: float = arg(1.0, "clip the gradient norm to this (0: off)", "non-negative")
-    max_steps: int = arg(2000, "optimizer steps in all", "positive")
-    eval_interval: int = arg(250, "steps between evaluations and checkpoints", "positive")
+    max_steps: int = arg(1000, "optimizer steps in all", "positive")
+    eval_interval: int = arg(200, "steps between evaluations and checkpoints", "positive")
     eval_steps: int = arg(20, "batches averaged per evaluation (and decoded, of val)",
                           "positive")
     # system
@@ -213,9 +216,8 @@ def build_vocab(pairs, min_freq):
     return vocab
 
 
-def encode(tokens, itos):
-    """Tokens -> ids, <unk> for the unknown, <eos> appended."""
-    stoi = {t: i for i, t in enumerate(itos)}
+def encode(tokens, stoi):
+    """Tokens -> ids, <unk> for the unknown, <eos> appended; stoi maps token -> id."""
     return [stoi.get(t, UNK) for t in tokens] + [EOS]
 
 
@@ -226,7 +228,8 @@ def decode(ids, itos, tokens):
 def make_examples(pairs, vocab):
     """Pairs -> (source ids, target ids, target tokens) sorted by length, so that neighbours
     batch together with little padding; the target tokens are BLEU's reference, <unk>-free."""
-    examples = [(encode(s, vocab["src"]), encode(t, vocab["tgt"]), t) for s, t in pairs]
+    src, tgt = ({t: i for i, t in enumerate(vocab[side])} for side in ("src", "tgt"))
+    examples = [(encode(s, src), encode(t, tgt), t) for s, t in pairs]
     return sorted(examples, key=lambda e: (len(e[0]), len(e[1])))
 
 
@@ -293,7 +296,8 @@ class Seq2Seq(nn.Module):
         self.tgt_emb = nn.Embedding(tgt_vocab_size, n_embd)
         self.decoder = nn.GRU(n_embd + 2 * n_hidden, n_hidden, n_layer, batch_first=True,
                               dropout=dropout if n_layer > 1 else 0.0)
-        self.lm_head = nn.Linear(n_hidden + 2 * n_hidden + n_embd, tgt_vocab_size)
+        self.deep_out = nn.Linear(n_hidden + 2 * n_hidden + n_embd, n_embd)  # Bahdanau's t_i
+        self.lm_head = nn.Linear(n_embd, tgt_vocab_size)
         self.drop = nn.Dropout(dropout)
 
     def encode(self, src):
@@ -319,7 +323,8 @@ class Seq2Seq(nn.Module):
         c, a = self.attention(s[-1], h, mask, Uh)  # (B,2H), (B,S)
         e = self.drop(self.tgt_emb(y))  # (B,C)
         out, s = self.decoder(torch.cat((e, c), dim=-1)[:, None], s)  # (B,1,H)
-        logits = self.lm_head(self.drop(torch.cat((out[:, 0], c, e), dim=-1)))  # (B,V)
+        o = torch.tanh(self.deep_out(torch.cat((out[:, 0], c, e), dim=-1)))  # (B,C)
+        logits = self.lm_head(self.drop(o))  # (B,V)
         return logits, (s.transpose(0, 1),), a
 
     def forward(self, src, idx, targets=None):
@@ -334,6 +339,12 @@ class Seq2Seq(nn.Module):
         loss = None if targets is None else F.cross_entropy(
             logits.flatten(0, 1), targets.flatten(), ignore_index=PAD)
         return logits, loss
+
+
+def make_model(vocab, cfg):
+    """The model cfg describes, sized for vocab's source and target vocabularies."""
+    return Seq2Seq(len(vocab["src"]), len(vocab["tgt"]), cfg.n_embd, cfg.n_hidden, cfg.n_layer,
+                   cfg.dropout)
 
 
 # ----------------------------------------------------------------------------- train
@@ -619,8 +630,7 @@ def run(cfg):
     else:
         chosen = data["val"][::max(1, len(data["val"]) // max(cfg.num_samples, 1))]
         chosen = chosen[:cfg.num_samples]
-    model = Seq2Seq(len(vocab["src"]), len(vocab["tgt"]), cfg.n_embd, cfg.n_hidden, cfg.n_layer,
-                    cfg.dropout).to(device)
+    model = make_model(vocab, cfg).to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     step = 0
     if ckpt:
