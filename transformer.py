@@ -20,7 +20,7 @@ output projection after it.
 
 What changes relative to seq2seq.py: the model (attention everywhere instead of a GRU, so
 training sees all target positions at once), label smoothing (0.1), the paper's learning-rate
-schedule (warmup, then inverse square root) and Adam's betas; decoding caches every layer's keys
+schedule (warmup, then inverse square root); decoding caches every layer's keys
 and values, so that each new token costs one position. Data, tokens, metrics, training loop,
 beam search and CLI are seq2seq.py's.
 
@@ -86,8 +86,8 @@ class Config:
     warmup_steps: int = arg(200, "steps of linear warmup before the 1/sqrt(step) decay",
                             "positive")
     grad_clip: float = arg(1.0, "clip the gradient norm to this (0: off)", "non-negative")
-    max_steps: int = arg(2000, "optimizer steps in all", "positive")
-    eval_interval: int = arg(250, "steps between evaluations and checkpoints", "positive")
+    max_steps: int = arg(1000, "optimizer steps in all", "positive")
+    eval_interval: int = arg(200, "steps between evaluations and checkpoints", "positive")
     eval_steps: int = arg(20, "batches averaged per evaluation (and decoded, of val)",
                           "positive")
     # system
@@ -227,9 +227,8 @@ def build_vocab(pairs, min_freq):
     return vocab
 
 
-def encode(tokens, itos):
-    """Tokens -> ids, <unk> for the unknown, <eos> appended."""
-    stoi = {t: i for i, t in enumerate(itos)}
+def encode(tokens, stoi):
+    """Tokens -> ids, <unk> for the unknown, <eos> appended; stoi maps token -> id."""
     return [stoi.get(t, UNK) for t in tokens] + [EOS]
 
 
@@ -240,7 +239,8 @@ def decode(ids, itos, tokens):
 def make_examples(pairs, vocab):
     """Pairs -> (source ids, target ids, target tokens) sorted by length, so that neighbours
     batch together with little padding; the target tokens are BLEU's reference, <unk>-free."""
-    examples = [(encode(s, vocab["src"]), encode(t, vocab["tgt"]), t) for s, t in pairs]
+    src, tgt = ({t: i for i, t in enumerate(vocab[side])} for side in ("src", "tgt"))
+    examples = [(encode(s, src), encode(t, tgt), t) for s, t in pairs]
     return sorted(examples, key=lambda e: (len(e[0]), len(e[1])))
 
 

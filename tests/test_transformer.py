@@ -259,3 +259,104 @@ def test_lr_schedule_warms_up_then_decays_as_inverse_sqrt():
     assert lrs[0] == pytest.approx(1e-5) and max(lrs) == lrs[99] == pytest.approx(1e-3)
     assert lrs[399] == pytest.approx(1e-3 * (100 / 400) ** 0.5)
     assert all(a < b for a, b in zip(lrs[:99], lrs[1:100]))
+
+
+def copy_task(n, seed):
+    """Strings of 3-8 letters, to be copied."""
+    rng = random.Random(seed)
+    words = ["".join(rng.choice("abcdefgh") for _ in range(rng.randint(3, 8))) for _ in range(n)]
+    return [(list(w), list(w)) for w in words]
+
+
+def test_loss_falls_on_a_tiny_task(capsys):
+    pairs = {"train": copy_task(1000, 0), "val": copy_task(100, 1)}
+    vocab = tr.build_vocab(pairs["train"], 1)
+    data = {name: tr.make_examples(p, vocab) for name, p in pairs.items()}
+    cfg = tr.Config(n_embd=32, n_hidden=64, n_layer=1, n_head=2, dropout=0.0, batch_size=32,
+                    lr=1e-2, warmup_steps=30, max_steps=100, eval_interval=100, eval_steps=2,
+                    max_new_tokens=10)
+    torch.manual_seed(0)
+    model = tr.make_model(vocab, cfg)
+    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+    scores = tr.train(model, optimizer, data, vocab, cfg)
+    assert scores["val"] < 0.5 * math.log(len(vocab["tgt"])), scores  # from ~log V at the start
+    assert "step   100 | train loss" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_default_run_reaches_99_percent_on_dates(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    tr.main([])
+    out = capsys.readouterr().out
+    assert "░" in out or "█" in out  # the attention map is shown
+    ckpt = torch.load(tmp_path / "out" / "transformer.pt", weights_only=True)
+    cfg, vocab = tr.Config(**ckpt["config"]), ckpt["vocab"]
+    model = tr.make_model(vocab, cfg)
+    model.load_state_dict(ckpt["model"])
+    val = tr.make_examples(tr.load_pairs("", "char")["val"], vocab)
+    scores = tr.evaluate(model, val, vocab, cfg, "cpu")  # every val pair, not a subset
+    assert scores["exact"] >= 0.99, scores
+
+
+# ----------------------------------------------------------------------------- the CLI
+
+@pytest.fixture
+def tsv(tmp_path):
+    path = tmp_path / "pairs.tsv"
+    path.write_text("".join(f"{' '.join(s)}\t{' '.join(t)}\n" for s, t in copy_task(120, 2)),
+                    encoding="utf-8")
+    return path
+
+
+def test_cli_trains_resumes_exactly_and_translates(tmp_path, tsv, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    args = ["--data", str(tsv), "--tokens", "word", "--max-steps", "30", *map(str, TINY)]
+    tr.main([*args, "--out-dir", "whole"])
+    out = capsys.readouterr().out
+    assert "step    30 | train loss" in out and "| exact" in out and out.count("->") == 2
+    ckpt = torch.load(tmp_path / "whole" / "transformer.pt", weights_only=True)
+    assert ckpt["script"] == "transformer" and ckpt["step"] == 30
+    assert ckpt["config"]["n_head"] == 2 and "lm_head.weight" in ckpt["model"]
+    get_batch, calls = tr.get_batch, []
+
+    def interrupting(*a):  # Ctrl-C arrives while the 25th batch (training or evaluation) is drawn
+        calls.append(1)
+        if len(calls) == 25:
+            os.kill(os.getpid(), signal.SIGINT)
+        return get_batch(*a)
+
+    monkeypatch.setattr(tr, "get_batch", interrupting)
+    with pytest.raises(SystemExit) as exit_:
+        tr.main([*args, "--out-dir", "cut"])
+    assert exit_.value.code == 130
+    monkeypatch.setattr(tr, "get_batch", get_batch)
+    assert 10 < torch.load(tmp_path / "cut" / "transformer.pt", weights_only=True)["step"] < 30
+    tr.main([*args, "--out-dir", "cut", "--resume"])  # the warmup schedule goes on, not anew
+    resumed = torch.load(tmp_path / "cut" / "transformer.pt", weights_only=True)
+    assert resumed["step"] == 30
+    for name, value in ckpt["model"].items():
+        assert torch.equal(value, resumed["model"][name]), name
+    capsys.readouterr()
+    translate = ["--sample-only", "--out-dir", "whole", "--prompt", "a b c", "--beam-size", "3",
+                 "--show-attention"]
+    tr.main(translate)
+    first = capsys.readouterr().out
+    assert "step" not in first and "a b c  -> " in first
+    assert any(c in first for c in tr.SHADES[1:])
+    tr.main(translate)
+    assert capsys.readouterr().out == first  # translating is deterministic
+
+
+def test_cli_refuses_bad_settings_and_foreign_checkpoints(tmp_path, tsv, refused):
+    refused(tr, "--data", tsv, "--n-embd", 10, "--n-head", 4, says=["--n-head 4 must divide"])
+    for flag, value in [("--n-head", 0), ("--warmup-steps", 0), ("--n-layer", 0),
+                        ("--dropout", -0.1)]:
+        refused(tr, "--data", tsv, flag, value, says=[flag, "must be"])
+    refused(tr, "--sample-only", "--prompt", "x", says=["no checkpoint"])
+    (tmp_path / "other").mkdir()
+    torch.save({"script": "seq2seq", "config": {}}, tmp_path / "other" / "transformer.pt")
+    refused(tr, "--sample-only", "--out-dir", "other", says=["seq2seq.py, not of transformer"])
+    tr.main(["--data", str(tsv), "--tokens", "word", "--max-steps", "2", *map(str, TINY)])
+    refused(tr, "--sample-only", "--prompt", "a", "--n-head", 4,
+            says=["--n-head 4 differs from the checkpoint's 2"])
+    refused(tr, "--sample-only", "--prompt", "a zebra", says=["never seen", "'zebra'"])
