@@ -90,7 +90,7 @@ class Config:
     # sampling
     prompt: str = arg("", "source text to translate; empty: --num-samples validation pairs")
     num_samples: int = arg(4, "validation pairs translated at the end", "non-negative")
-    max_new_tokens: int = arg(80, "longest translation, in tokens", "positive")
+    max_new_tokens: int = arg(32, "longest translation, in tokens", "positive")
     beam_size: int = arg(1, "beams searched when translating (1: greedy)", "positive")
     show_attention: bool = arg(False, "print every translation's attention map (after"
                                       " training the first one's is printed anyway)")
