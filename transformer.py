@@ -72,22 +72,23 @@ class Config:
                               " split off")
     min_freq: int = arg(1, "tokens seen fewer times in training become <unk>", "positive")
     # model
-    n_embd: int = arg(64, "d_model: the size of every token's vector, layer to layer", "positive")
+    n_embd: int = arg(128, "d_model: the size of every token's vector, layer to layer",
+                      "positive")
     n_hidden: int = arg(256, "d_ff: the inner size of each feed-forward network", "positive")
     n_layer: int = arg(2, "layers in the encoder stack, and in the decoder stack", "positive")
     n_head: int = arg(4, "attention heads; must divide n_embd", "positive")
     norm_first: bool = arg(False, "layer norm before each sublayer (steadier when deep), not"
                                   " after it as in the paper")
-    dropout: float = arg(0.1, "dropout on embeddings, attention weights and sublayer outputs",
-                         "non-negative")
+    dropout: float = arg(0.0, "dropout on embeddings, attention weights and sublayer outputs"
+                              " (the paper: 0.1)", "non-negative")
     # optimization
     batch_size: int = arg(64, "pairs per step", "positive")
-    lr: float = arg(1e-3, "Adam's peak learning rate, reached after the warmup", "positive")
+    lr: float = arg(2e-3, "Adam's peak learning rate, reached after the warmup", "positive")
     warmup_steps: int = arg(200, "steps of linear warmup before the 1/sqrt(step) decay",
                             "positive")
     grad_clip: float = arg(1.0, "clip the gradient norm to this (0: off)", "non-negative")
-    max_steps: int = arg(1000, "optimizer steps in all", "positive")
-    eval_interval: int = arg(200, "steps between evaluations and checkpoints", "positive")
+    max_steps: int = arg(2000, "optimizer steps in all", "positive")
+    eval_interval: int = arg(250, "steps between evaluations and checkpoints", "positive")
     eval_steps: int = arg(20, "batches averaged per evaluation (and decoded, of val)",
                           "positive")
     # system
@@ -99,7 +100,7 @@ class Config:
     # sampling
     prompt: str = arg("", "source text to translate; empty: --num-samples validation pairs")
     num_samples: int = arg(4, "validation pairs translated at the end", "non-negative")
-    max_new_tokens: int = arg(80, "longest translation, in tokens", "positive")
+    max_new_tokens: int = arg(32, "longest translation, in tokens", "positive")
     beam_size: int = arg(1, "beams searched when translating (1: greedy)", "positive")
     show_attention: bool = arg(False, "print every translation's attention map (after"
                                       " training the first one's is printed anyway)")
@@ -701,7 +702,7 @@ def train(model, optimizer, data, vocab, cfg, step=0, save=None):
             if cfg.grad_clip:
                 nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
             optimizer.step()
-            tokens += src.numel() + idx.numel()
+            tokens += (src != PAD).sum().item() + (targets != PAD).sum().item()
             step += 1
     finally:
         signal.signal(signal.SIGINT, handler)
@@ -745,14 +746,14 @@ def beam_search(model, src, max_new_tokens, beam_size):
         y = ys[:, -1] if t else src.new_full((1,), BOS)
         logits, state, a = model.decode_step(y, state, select(memory, [0] * len(ys)))
         logp = scores[:, None] + F.log_softmax(logits, dim=-1)  # (K,V)
-        top, flat = logp.flatten().topk(beam_size - len(finished))
+        top, flat = logp.flatten().topk(min(beam_size - len(finished), logp.numel()))
         beam, token = flat // logp.shape[1], flat % logp.shape[1]
         ys = torch.cat((ys[beam], token[:, None]), dim=1)
         attention = torch.cat((attention[beam], a[beam, None]), dim=1)
         done = token == EOS
         finished += [(top[k].item() / (t + 1), ys[k], attention[k]) for k in done.nonzero()[:, 0]]
         live = (~done).nonzero()[:, 0]
-        if len(finished) == beam_size or t == max_new_tokens - 1:
+        if len(finished) >= beam_size or len(live) == 0 or t == max_new_tokens - 1:
             finished += [(top[k].item() / (t + 1), ys[k], attention[k]) for k in live]
             break
         scores, ys, attention = top[live], ys[live], attention[live]

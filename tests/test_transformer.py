@@ -357,6 +357,6 @@ def test_cli_refuses_bad_settings_and_foreign_checkpoints(tmp_path, tsv, refused
     torch.save({"script": "seq2seq", "config": {}}, tmp_path / "other" / "transformer.pt")
     refused(tr, "--sample-only", "--out-dir", "other", says=["seq2seq.py, not of transformer"])
     tr.main(["--data", str(tsv), "--tokens", "word", "--max-steps", "2", *map(str, TINY)])
-    refused(tr, "--sample-only", "--prompt", "a", "--n-head", 4,
-            says=["--n-head 4 differs from the checkpoint's 2"])
+    refused(tr, "--sample-only", "--prompt", "a", "--n-head", 8,
+            says=["--n-head 8 differs from the checkpoint's 2"])
     refused(tr, "--sample-only", "--prompt", "a zebra", says=["never seen", "'zebra'"])
