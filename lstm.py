@@ -407,6 +407,8 @@ def run(cfg):
         prompt = encode(cfg.prompt, chars)
     except BadInput as e:
         raise BadInput(f"--prompt has {e}") from None
+    if not len(prompt):
+        raise BadInput("--prompt is empty; give at least one character to start from")
     model = LanguageModel(len(chars), cfg.n_embd, cfg.n_hidden, cfg.n_layer).to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     step = 0

@@ -21,16 +21,6 @@ TINY = ["--block-size", 16, "--n-embd", 8, "--n-hidden", 32, "--batch-size", 8,
 SIBLINGS = ("rnn", "lstm", "gru")
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """These models are tiny: on one thread they train several times faster than on two,
-    which mostly wait for each other (and far faster on a busy machine)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def parts(state):
     """The tensors of a layer's state: (h,) for RNN and GRU, (h, c) for LSTM."""
     return state if isinstance(state, tuple) else (state,)
@@ -246,6 +236,7 @@ def test_cli_refuses_bad_data(script, tmp_path, tiny_file, refused):
     (tmp_path / "short.txt").write_text("x" * 100)
     refused(m, "--data", "short.txt", says=["fewer than block_size + 1 = 129"])
     refused(m, "--data", tiny_file, "--prompt", "déf", *TINY, says=["--prompt", "'é'"])
+    refused(m, "--data", tiny_file, "--prompt", "", *TINY, says=["--prompt is empty"])
 
 
 def test_cli_refuses_impossible_settings(script, tiny_file, refused):
