@@ -449,7 +449,7 @@ def train(model, optimizer, data, vocab, cfg, step=0, save=None):
             if cfg.grad_clip:
                 nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
             optimizer.step()
-            tokens += src.numel() + idx.numel()
+            tokens += (src != PAD).sum().item() + (targets != PAD).sum().item()
             step += 1
     finally:
         signal.signal(signal.SIGINT, handler)
@@ -493,14 +493,14 @@ def beam_search(model, src, max_new_tokens, beam_size):
         y = ys[:, -1] if t else src.new_full((1,), BOS)
         logits, state, a = model.decode_step(y, state, select(memory, [0] * len(ys)))
         logp = scores[:, None] + F.log_softmax(logits, dim=-1)  # (K,V)
-        top, flat = logp.flatten().topk(beam_size - len(finished))
+        top, flat = logp.flatten().topk(min(beam_size - len(finished), logp.numel()))
         beam, token = flat // logp.shape[1], flat % logp.shape[1]
         ys = torch.cat((ys[beam], token[:, None]), dim=1)
         attention = torch.cat((attention[beam], a[beam, None]), dim=1)
         done = token == EOS
         finished += [(top[k].item() / (t + 1), ys[k], attention[k]) for k in done.nonzero()[:, 0]]
         live = (~done).nonzero()[:, 0]
-        if len(finished) == beam_size or t == max_new_tokens - 1:
+        if len(finished) >= beam_size or len(live) == 0 or t == max_new_tokens - 1:
             finished += [(top[k].item() / (t + 1), ys[k], attention[k]) for k in live]
             break
         scores, ys, attention = top[live], ys[live], attention[live]
