@@ -10,10 +10,14 @@ distribution raised to 3/4, maximising per pair
 
     log σ(u_o · v_c) + Σ_k log σ(−u_k · v_c)
 
-CBOW (--cbow) replaces v_c by the mean of the window's input vectors. Every detail of the
-original C tool is kept: min-count vocabulary, subsampling of frequent words (redrawn each
-epoch), dynamic window, learning rate decaying linearly over all words, small uniform input and
-zero output vectors, plain SGD touching only the rows in use.
+CBOW (--cbow) replaces v_c by the mean of the window's input vectors. The C tool's details
+are kept: min-count vocabulary, subsampling of frequent words (redrawn each epoch), dynamic
+window, learning rate decaying linearly over all words, small uniform input and zero output
+vectors, plain SGD touching only the rows in use. Two things differ, for speed: a step updates
+batch_size centre words at once (the C tool updates after every pair), and the K noise words
+are drawn once per centre word and shared by its context words (the C tool draws them per
+pair; Ji et al. 2016, arXiv:1604.04661, share them the same way) - the expected gradient is
+the same, and a window becomes one small matrix product.
 
 Run:
     python word2vec.py                               # train on the Python stdlib source, query it
@@ -31,7 +35,6 @@ C vector size (--dim), V vocabulary, Q queries.
 import argparse
 import collections
 import dataclasses
-import math
 import os
 import re
 import signal
@@ -73,7 +76,8 @@ class Config:
     batch_size: int = arg(1024, "centre words per step", "positive")
     lr: float = arg(0.0, "starting SGD learning rate, decayed linearly to lr * 1e-4; 0: the C"
                     " tool's, 0.025 skip-gram / 0.05 CBOW", "non-negative")
-    max_steps: int = arg(0, "stop after this many steps (0: when --epochs are done)", "non-negative")
+    max_steps: int = arg(0, "stop after this many steps (0: when the epochs are done)",
+                         "non-negative")
     eval_interval: int = arg(500, "steps between evaluations and checkpoints", "positive")
     # system
     device: str = arg("", "cpu, cuda, mps, ...; empty: the best one available")
@@ -159,7 +163,8 @@ def build_vocab(sentences, min_count):
     kept = sorted((w for w, n in counts.items() if n >= min_count), key=lambda w: (-counts[w], w))
     if not kept:
         raise BadInput(f"no word occurs --min-count {min_count} times"
-                       f" ({len(counts)} distinct words); give a longer text or a lower --min-count")
+                       f" ({len(counts)} distinct words); give a longer text or a lower"
+                       " --min-count")
     return kept, torch.tensor([counts[w] for w in kept], dtype=torch.float64)
 
 
@@ -394,7 +399,8 @@ def read_lines(path, flag):
         with open(path, encoding="utf-8") as f:
             return f.read().splitlines()
     except (OSError, UnicodeDecodeError) as e:
-        raise BadInput(f"cannot read --{flag} {path}: {getattr(e, 'strerror', None) or e}") from None
+        why = getattr(e, "strerror", None) or e
+        raise BadInput(f"cannot read --{flag} {path}: {why}") from None
 
 
 def evaluate_analogies(model, path, stoi, eval_vocab=30000):
