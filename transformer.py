@@ -118,7 +118,8 @@ class Config:
             raise BadInput(f"--n-head {self.n_head} must divide --n-embd {self.n_embd}")
 
 
-MODEL_ARGS = ("n_embd", "n_hidden", "n_layer", "n_head", "norm_first", "tokens")  # what a checkpoint fixes
+MODEL_ARGS = ("n_embd", "n_hidden", "n_layer", "n_head", "norm_first",
+              "tokens")  # what a checkpoint fixes
 
 
 # ----------------------------------------------------------------------------- data

@@ -15,7 +15,6 @@ import torch.nn as nn
 
 import seq2seq
 import transformer as tr
-from test_seq2seq import one_thread  # noqa: F401 (autouse: these matrices are small too)
 
 TINY = ["--n-embd", 8, "--n-hidden", 16, "--n-head", 2, "--batch-size", 8, "--eval-interval",
         10, "--eval-steps", 2, "--max-new-tokens", 12, "--num-samples", 2]
