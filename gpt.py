@@ -80,7 +80,7 @@ class Config:
     eval_steps: int = arg(20, "batches averaged per evaluation", "positive")
     # system
     device: str = arg("", "cpu, cuda, mps, ...; empty: the best one available")
-    compile: bool = arg(False, "train through torch.compile (compiling first takes ~1 min on a CPU)")
+    compile: bool = arg(False, "train through torch.compile (its first step: ~1 min on a CPU)")
     seed: int = arg(1337, "seed for weights, batches and sampling")
     out_dir: str = arg("out", "where the checkpoint <script>.pt goes")
     resume: bool = arg(False, "continue training from the checkpoint in --out-dir")
