@@ -8,9 +8,9 @@ after the last block, residual projections initialised smaller). One block, x (B
     x = x + mlp.c_proj(gelu(mlp.c_fc(ln_2(x))))                     MLP width 4 C, GELU tanh form
 
 `LayerNorm` is a twin of torch.nn.LayerNorm and `attention` of F.scaled_dot_product_attention
-(is_causal=True), written from tensor operations; with --kernels fused (the default: several times
-faster, on CPUs too) the same modules call those torch kernels instead, and the tests prove both
-paths equal. GELU is F.gelu(approximate="tanh"), as GPT-2's. `GPT` keeps GPT-2's parameter names
+(is_causal=True), written from tensor operations; with --kernels fused (the default, faster on
+CPUs too) the same modules call those torch kernels instead, and the tests prove both paths
+equal. GELU is F.gelu(approximate="tanh"), as GPT-2's. `GPT` keeps GPT-2's parameter names
 (transformer.wte, .wpe, .h.{i}.ln_1, .attn.c_attn, ..., lm_head), so its weights can be mapped in
 (transposed: GPT-2's Conv1D stores them the other way round).
 
@@ -184,7 +184,7 @@ def get_batch(data, block_size, batch_size, device):
 class LayerNorm(nn.Module):
     """torch.nn.LayerNorm over the last dimension, from tensor operations: same arguments,
     parameter names and initialisation, so that state_dicts move between the two. fused: the
-    same in torch's one kernel (F.layer_norm), several times faster on a CPU."""
+    same in torch's one kernel (F.layer_norm), fewer passes over x."""
 
     def __init__(self, normalized_shape, eps=1e-5, fused=False):
         super().__init__()
@@ -235,7 +235,7 @@ class CausalSelfAttention(nn.Module):
         if kv is not None:
             k, v = torch.cat((kv[0], k), dim=2), torch.cat((kv[1], v), dim=2)  # (B,nh,S,hs)
         dropout = self.dropout if self.training else 0.0
-        if self.fused:  # one kernel; it never materialises the (T,S) attention matrix
+        if self.fused:  # the same in one kernel (flash attention where the device has it)
             mask = None if kv is None else causal_mask(T, k.shape[2], x.device)
             y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout,
                                                is_causal=kv is None)  # (B,nh,T,hs)
