@@ -4,7 +4,7 @@ One step = forward + backward of a sum over the output and final state (B=32, T=
 hidden 256 by default: issue 2 and 3's setting), timed alternately for ours and the built-in,
 median of --repeats. Prints the ratio ours / built-in (goal: at most 1.5 on CPU).
 
-    flock /tmp/ladder/cpu.lock python benchmarks/bench_recurrent.py
+    flock /tmp/ladder/cpu.lock python benchmarks/bench_recurrent.py [--threads 1]
 """
 import argparse
 import os
@@ -47,7 +47,10 @@ def main():
     p.add_argument("--repeats", type=int, default=15)
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--only", default="", help="comma-separated subset of RNN,LSTM,GRU")
+    p.add_argument("--threads", type=int, default=0, help="intra-op threads (0: torch's default)")
     args = p.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     x = torch.randn(args.batch, args.time, args.input)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; B={args.batch}"
