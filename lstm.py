@@ -192,7 +192,7 @@ class LSTM(nn.Module):
         if self.batch_first:
             x = x.transpose(0, 1)
         if hx is None:
-            hx = x.new_zeros(2, self.num_layers, x.shape[1], self.hidden_size)
+            hx = x.new_zeros(2, self.num_layers, x.shape[1], self.hidden_size)  # h_0, c_0
         h_n, c_n = [], []
         for k in range(self.num_layers):
             w_ih, w_hh, b_ih, b_hh = (getattr(self, f"{name}_l{k}") for name in
