@@ -83,11 +83,11 @@ class Config:
                               " (the paper: 0.1)", "non-negative")
     # optimization
     batch_size: int = arg(64, "pairs per step", "positive")
-    lr: float = arg(2e-3, "Adam's peak learning rate, reached after the warmup", "positive")
+    lr: float = arg(1e-3, "Adam's peak learning rate, reached after the warmup", "positive")
     warmup_steps: int = arg(200, "steps of linear warmup before the 1/sqrt(step) decay",
                             "positive")
     grad_clip: float = arg(1.0, "clip the gradient norm to this (0: off)", "non-negative")
-    max_steps: int = arg(2000, "optimizer steps in all", "positive")
+    max_steps: int = arg(2500, "optimizer steps in all", "positive")
     eval_interval: int = arg(250, "steps between evaluations and checkpoints", "positive")
     eval_steps: int = arg(20, "batches averaged per evaluation (and decoded, of val)",
                           "positive")
