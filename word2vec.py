@@ -207,11 +207,10 @@ def window_offsets(window):
     return torch.cat((torch.arange(-window, 0), torch.arange(1, window + 1)))
 
 
-def get_batch(ids, sent, start, cfg, noise_p, device):
-    """The centres ids[start:start + batch_size] with their windows: context ids (B,J), which
+def get_batch(ids, sent, centre, cfg, noise_p, device):
+    """The centre words at positions `centre` (B,) with their windows: context ids (B,J), which
     slots count (B,J), targets (B,) and noise words (B,K). Each centre draws its window b from
     1..window; a slot counts if it lies within b, inside the corpus and in the same sentence."""
-    centre = torch.arange(start, min(start + cfg.batch_size, len(ids)))  # (B,)
     b = torch.randint(1, cfg.window + 1, (len(centre), 1))  # (B,1) the dynamic window
     offsets = window_offsets(cfg.window)
     where = centre[:, None] + offsets  # (B,J)
@@ -302,7 +301,10 @@ def train(model, optimizer, corpus, counts, cfg, state=None, save=None, report=N
         while state["epoch"] < cfg.epochs:
             # the epoch's own generator: a resumed run redraws the same subsampled corpus
             g = torch.Generator().manual_seed(cfg.seed * 1000 + state["epoch"])
-            kept, kept_sent, where = subsample(ids, sent, keep_p, g)
+            kept, kept_sent, _ = subsample(ids, sent, keep_p, g)
+            # centres in random order: neighbouring words repeat one another (above all in
+            # code), and a step that sums many updates of the same rows would overshoot
+            order = torch.randperm(len(kept), generator=g)
             while state["pos"] < len(kept):
                 if cfg.max_steps and state["step"] >= cfg.max_steps:
                     return mean_loss
@@ -313,7 +315,8 @@ def train(model, optimizer, corpus, counts, cfg, state=None, save=None, report=N
                     raise KeyboardInterrupt
                 for group in optimizer.param_groups:
                     group["lr"] = get_lr(state["words"], total_words, cfg)
-                batch = get_batch(kept, kept_sent, state["pos"], cfg, noise_p, device)
+                centre = order[state["pos"]:state["pos"] + cfg.batch_size]
+                batch = get_batch(kept, kept_sent, centre, cfg, noise_p, device)
                 loss, n = model(*batch, cbow=cfg.cbow)
                 if not torch.isfinite(loss):
                     raise FloatingPointError(f"loss is {loss.item()} at step {state['step']};"
@@ -324,9 +327,8 @@ def train(model, optimizer, corpus, counts, cfg, state=None, save=None, report=N
                 loss_sum, terms = loss_sum + loss.item(), terms + n.item()
                 state["step"] += 1
                 state["pos"] = min(state["pos"] + cfg.batch_size, len(kept))
-                done = state["pos"] == len(kept)  # words read: up to the next centre kept
-                state["words"] = state["epoch"] * len(ids) + (
-                    len(ids) if done else where[state["pos"]].item())
+                done = state["pos"] == len(kept)  # words read: the epoch's share done so far
+                state["words"] = state["epoch"] * len(ids) + len(ids) * state["pos"] // len(kept)
                 if (state["step"] % cfg.eval_interval == 0 or state["step"] == cfg.max_steps
                         or done and state["epoch"] == cfg.epochs - 1):
                     mean_loss = loss_sum / max(terms, 1)
@@ -334,7 +336,7 @@ def train(model, optimizer, corpus, counts, cfg, state=None, save=None, report=N
                     eta = (now - t0) / max(state["words"] - start, 1) * (
                         total_words - state["words"])
                     print(f"step {state['step']:5d} | train loss {mean_loss:.4f} | lr"
-                          f" {optimizer.param_groups[0]['lr']:.5f}"
+                          f" {optimizer.param_groups[0]['lr']:.6f}"
                           f" | {(state['words'] - words_log) / (now - t_log) / 1e3:6.1f}k"
                           f" words/s | {now - t0:4.0f}s elapsed, ETA {eta:4.0f}s", flush=True)
                     if report:

@@ -158,7 +158,8 @@ def test_noise_distribution_is_unigram_to_the_three_quarters():
     cfg = w2v.Config(batch_size=20000, negative=5, window=2)
     ids = torch.zeros(20000, dtype=torch.long)
     torch.manual_seed(5)
-    noise = w2v.get_batch(ids, torch.zeros_like(ids), 0, cfg, p.float(), "cpu")[3]
+    noise = w2v.get_batch(ids, torch.zeros_like(ids), torch.arange(20000), cfg, p.float(),
+                          "cpu")[3]
     freq = torch.bincount(noise.flatten(), minlength=4) / noise.numel()
     torch.testing.assert_close(freq, p.float(), rtol=0, atol=0.005)
 
@@ -167,7 +168,7 @@ def test_dynamic_window_is_uniform_and_stays_inside_sentences():
     cfg = w2v.Config(batch_size=30000, window=3)
     ids = torch.arange(30000)
     torch.manual_seed(6)
-    context, mask, targets, _ = w2v.get_batch(ids, torch.zeros_like(ids), 0, cfg,
+    context, mask, targets, _ = w2v.get_batch(ids, torch.zeros_like(ids), ids, cfg,
                                               torch.ones(4), "cpu")
     b = mask[cfg.window:-cfg.window].sum(1) // 2  # each centre's window, away from the edges
     torch.testing.assert_close(torch.bincount(b, minlength=4)[1:] / len(b),
@@ -175,7 +176,7 @@ def test_dynamic_window_is_uniform_and_stays_inside_sentences():
     offsets = w2v.window_offsets(cfg.window)
     assert torch.equal(context[mask], (targets[:, None] + offsets).expand_as(mask)[mask])
     sent = torch.arange(30000) // 4  # sentences of 4 words: no slot may reach another
-    context, mask, targets, _ = w2v.get_batch(ids, sent, 0, cfg, torch.ones(4), "cpu")
+    context, mask, targets, _ = w2v.get_batch(ids, sent, ids, cfg, torch.ones(4), "cpu")
     assert mask.any() and torch.equal(sent[context[mask]],
                                       sent[targets[:, None].expand_as(mask)[mask]])
 
