@@ -4,26 +4,15 @@ import math
 import os
 import random
 import signal
-import subprocess
-import sys
 
 import pytest
 import torch
 
 import seq2seq
-from conftest import ROOT
+from conftest import run_script
 
 TINY = ["--n-embd", 8, "--n-hidden", 16, "--batch-size", 8, "--eval-interval", 10,
         "--eval-steps", 2, "--max-new-tokens", 12, "--num-samples", 2]
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """These matrices are small: on a busy 2-core machine a second intra-op thread only spins."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def tiny_model(vocab_sizes=(12, 9), seed=0, dtype=torch.float32, **sizes):
@@ -251,8 +240,7 @@ def test_default_run_reaches_99_percent_on_dates(tmp_path, monkeypatch, capsys):
     ckpt = torch.load(tmp_path / "out" / "seq2seq.pt", weights_only=True)
     cfg = seq2seq.Config(**ckpt["config"])
     vocab = ckpt["vocab"]
-    model = seq2seq.Seq2Seq(len(vocab["src"]), len(vocab["tgt"]), cfg.n_embd, cfg.n_hidden,
-                            cfg.n_layer)
+    model = seq2seq.make_model(vocab, cfg)
     model.load_state_dict(ckpt["model"])
     val = seq2seq.make_examples(seq2seq.load_pairs("", "char")["val"], vocab)
     scores = seq2seq.evaluate(model, val, vocab, cfg, "cpu")  # every val pair, not a subset
@@ -317,10 +305,8 @@ def test_cli_trains_saves_translates_and_shows_attention(tmp_path, tsv, monkeypa
 
 
 def test_script_runs_from_the_command_line(tmp_path, tsv):
-    cmd = [sys.executable, os.path.join(ROOT, "seq2seq.py"), "--data", str(tsv), "--tokens",
-           "word", "--max-steps", "10", *map(str, TINY)]
-    r = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=120,
-                       env={**os.environ, "OMP_NUM_THREADS": "1"})  # see one_thread()
+    r = run_script("seq2seq.py", "--data", tsv, "--tokens", "word", "--max-steps", 10, *TINY,
+                   cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     assert "step    10 | train loss" in r.stdout and "->" in r.stdout
 
