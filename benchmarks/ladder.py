@@ -31,7 +31,8 @@ PARAMS = re.compile(r"^\w+\.py: ([\d.]+)M parameters")
 def train(script, steps, out_dir, args):
     """Run `python <script>.py` for `steps` steps; returns its log, parsed, and its stdout."""
     cmd = [sys.executable, os.path.join(ROOT, f"{script}.py"), "--max-steps", str(steps),
-           "--eval-interval", str(max(1, steps // args.evals)), "--out-dir", out_dir,
+           "--eval-interval", str(max(1, steps // args.evals)), "--eval-steps",
+           str(args.eval_steps), "--out-dir", out_dir,
            "--num-samples", "1", "--max-new-tokens", str(args.sample_chars), "--prompt", "def "]
     cmd += SEQUENCE if script != "mlp" else []
     cmd += ["--data", args.data] if args.data else []
@@ -59,6 +60,7 @@ def main():
     p.add_argument("--steps", type=int, default=400, help="steps for the equal-steps column")
     p.add_argument("--seconds", type=float, default=150, help="budget for the equal-time column")
     p.add_argument("--evals", type=int, default=4, help="evaluations per run (besides step 0)")
+    p.add_argument("--eval-steps", type=int, default=20, help="batches per evaluation")
     p.add_argument("--data", default="", help="text file; empty: the scripts' default corpus")
     p.add_argument("--scripts", default=",".join(SCRIPTS), help="which scripts, if they exist")
     p.add_argument("--sample-chars", type=int, default=300, help="characters sampled per run")
