@@ -7,11 +7,12 @@ seen fewer than --min-freq times in training become <unk>. BLEU is corpus BLEU-4
 tokens against the <unk>-free reference (the script's bleu(); no detokenisation, no sacrebleu).
 The training budget --max-time sets max_steps from a timed trial of a few steps, so that the
 learning-rate schedule ends when the budget does; a run that still overshoots by 10% is
-stopped as Ctrl-C would stop it, and evaluated as it is.
+stopped as Ctrl-C would stop it, and evaluated as it is (train() then says "saved", but the
+benchmark keeps no checkpoint).
 
     flock /tmp/ladder/cpu.lock python benchmarks/multi30k.py --max-time 600
     python benchmarks/multi30k.py --model transformer --set n_layer=3 ...   # transformer.py
-    python benchmarks/multi30k.py --max-time 0 --max-steps 20000 --device cuda  # a full recipe
+    python benchmarks/multi30k.py --max-time 0 --max-steps 5000 --set device=cuda  # no budget
 """
 import argparse
 import copy
