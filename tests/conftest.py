@@ -62,3 +62,24 @@ def needs_shared(*parts):
     """Skip cleanly when ../shared/data (or the named file in it) is not there."""
     path = os.path.join(SHARED_DATA, *parts)
     return pytest.mark.skipif(not os.path.exists(path), reason=f"{path} not present")
+
+
+def check_sampling(module, model, prompt):
+    """module.sample continues `prompt` (1,T): reproducible under a seed, different under
+    another, the prompt kept, and top_k=1 equal to greedy decoding done the slow way (the
+    model rerun on the whole text for every new token)."""
+    n = prompt.shape[1]
+    torch.manual_seed(3)
+    a = module.sample(model, prompt, 30, temperature=1.0)
+    torch.manual_seed(3)
+    b = module.sample(model, prompt, 30, temperature=1.0)
+    torch.manual_seed(4)
+    c = module.sample(model, prompt, 30, temperature=1.0)
+    assert torch.equal(a, b) and not torch.equal(a, c)
+    assert torch.equal(a[:, :n], prompt) and a.shape == (1, n + 30)
+    greedy = module.sample(model, prompt, 10, top_k=1)
+    idx = prompt
+    for _ in range(10):
+        logits, _ = model(idx)
+        idx = torch.cat((idx, logits[:, -1].argmax(-1, keepdim=True)), dim=1)
+    assert torch.equal(greedy, idx)

@@ -12,7 +12,7 @@ from collections import Counter, namedtuple
 import pytest
 import torch
 
-from conftest import ROOT, TINY_TEXT, run_script
+from conftest import ROOT, TINY_TEXT, check_sampling, run_script
 
 Script = namedtuple("Script", "module layer builtin")  # e.g. (lstm, lstm.LSTM, nn.LSTM)
 
@@ -143,20 +143,7 @@ def test_sampling_is_reproducible_and_top_k_1_is_greedy(script):
     m = script.module
     cfg, chars, data, model = tiny_setup(m)
     prompt = m.encode("def ", chars)[None]
-    torch.manual_seed(3)
-    a = m.sample(model, prompt, 30, temperature=1.0)
-    torch.manual_seed(3)
-    b = m.sample(model, prompt, 30, temperature=1.0)
-    torch.manual_seed(4)
-    c = m.sample(model, prompt, 30, temperature=1.0)
-    assert torch.equal(a, b) and not torch.equal(a, c)
-    assert torch.equal(a[:, :4], prompt) and a.shape == (1, 34)
-    greedy = m.sample(model, prompt, 10, top_k=1)
-    idx = prompt
-    for _ in range(10):  # greedy decoding the slow way: rerun the whole context each time
-        logits, _ = model(idx)
-        idx = torch.cat((idx, logits[:, -1].argmax(-1, keepdim=True)), dim=1)
-    assert torch.equal(greedy, idx)
+    check_sampling(m, model, prompt)
 
 
 def test_encode_decode_and_default_corpus(script):

@@ -13,7 +13,7 @@ import torch.nn.functional as F
 
 import gpt
 import rnn
-from conftest import TINY_TEXT, run_script
+from conftest import TINY_TEXT, check_sampling, run_script
 
 TINY = ["--block-size", 16, "--n-embd", 16, "--n-head", 2, "--n-layer", 2, "--batch-size", 8,
         "--warmup-steps", 5, "--eval-interval", 10, "--eval-steps", 2, "--max-new-tokens", 20,
@@ -243,20 +243,7 @@ def test_non_finite_loss_stops_and_keeps_last_good_checkpoint():
 def test_sampling_is_reproducible_and_top_k_1_is_greedy():
     model = tiny_model(dtype=torch.float32)
     prompt = gpt.encode("def ", CHARS)[None]
-    torch.manual_seed(3)
-    a = gpt.sample(model, prompt, 30, temperature=1.0)
-    torch.manual_seed(3)
-    b = gpt.sample(model, prompt, 30, temperature=1.0)
-    torch.manual_seed(4)
-    c = gpt.sample(model, prompt, 30, temperature=1.0)
-    assert torch.equal(a, b) and not torch.equal(a, c)
-    assert torch.equal(a[:, :4], prompt) and a.shape == (1, 34)
-    greedy = gpt.sample(model, prompt, 10, top_k=1)
-    idx = prompt
-    for _ in range(10):  # greedy decoding the slow way: rerun the whole context each time
-        logits, _ = model(idx)
-        idx = torch.cat((idx, logits[:, -1].argmax(-1, keepdim=True)), dim=1)
-    assert torch.equal(greedy, idx)
+    check_sampling(gpt, model, prompt)
 
 
 @pytest.mark.parametrize("fused", [False, True])

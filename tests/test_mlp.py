@@ -11,7 +11,7 @@ import torch.nn.functional as F
 
 import mlp
 import rnn
-from conftest import TINY_TEXT, run_script
+from conftest import TINY_TEXT, check_sampling, run_script
 
 TINY = ["--block-size", 8, "--n-embd", 8, "--n-hidden", 32, "--batch-size", 8,
         "--eval-interval", 10, "--eval-steps", 2, "--max-new-tokens", 20, "--num-samples", 1]
@@ -193,20 +193,7 @@ def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(capsys):
 def test_sampling_is_reproducible_and_top_k_1_is_greedy():
     cfg, data, model = tiny_setup()
     prompt = mlp.encode("    def ", CHARS)[None]
-    torch.manual_seed(3)
-    a = mlp.sample(model, prompt, 30, temperature=1.0)
-    torch.manual_seed(3)
-    b = mlp.sample(model, prompt, 30, temperature=1.0)
-    torch.manual_seed(4)
-    c = mlp.sample(model, prompt, 30, temperature=1.0)
-    assert torch.equal(a, b) and not torch.equal(a, c)
-    assert torch.equal(a[:, :8], prompt) and a.shape == (1, 38)
-    greedy = mlp.sample(model, prompt, 10, top_k=1)
-    idx = prompt
-    for _ in range(10):  # greedy decoding the slow way: all logits of the whole text each time
-        logits, _ = model(idx)
-        idx = torch.cat((idx, logits[:, -1].argmax(-1, keepdim=True)), dim=1)
-    assert torch.equal(greedy, idx)
+    check_sampling(mlp, model, prompt)
 
 
 # ----------------------------------------------------------------------------- the CLI
