@@ -92,7 +92,8 @@ def run(name, args, data, vocab_size, device):
     tokens = cfg.max_steps * cfg.batch_size * cfg.block_size
     print(f"{name}: val loss {losses['val']:.4f} (train {losses['train']:.4f}; mean of"
           f" {args.eval_steps} batches) after {cfg.max_steps} steps"
-          f" | {seconds / cfg.max_steps * 1e3:.1f} ms/step | {tokens / seconds / 1e3:.1f}k tokens/s | {seconds:.0f}s", flush=True)
+          f" | {seconds / cfg.max_steps * 1e3:.1f} ms/step | {tokens / seconds / 1e3:.1f}k tokens/s"
+          f" | {seconds:.0f}s", flush=True)
     return seconds
 
 

@@ -11,7 +11,8 @@ SHARED_DATA = os.path.join(os.path.dirname(ROOT), "shared", "data")
 sys.path.insert(0, ROOT)  # the scripts sit at the top level: `import rnn`
 
 # A short text with plenty of repetition: small models learn it in a few hundred steps.
-TINY_TEXT = "def add(a, b):\n    return a + b\n\n" * 40 + "def mul(a, b):\n    return a * b\n\n" * 40
+TINY_TEXT = ("def add(a, b):\n    return a + b\n\n" * 40
+             + "def mul(a, b):\n    return a * b\n\n" * 40)
 
 
 @pytest.fixture(autouse=True, scope="session")
