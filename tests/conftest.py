@@ -84,3 +84,35 @@ def check_sampling(module, model, prompt):
         logits, _ = model(idx)
         idx = torch.cat((idx, logits[:, -1].argmax(-1, keepdim=True)), dim=1)
     assert torch.equal(greedy, idx)
+
+
+def poison_loss_at(model, step):
+    """Make the training loss NaN at `step`: the (step+1)-th forward with grad enabled."""
+    forward, calls = model.forward, []
+
+    def poisoned(idx, targets=None):
+        logits, loss = forward(idx, targets)
+        if torch.is_grad_enabled():
+            calls.append(1)
+        return logits, loss * float("nan") if len(calls) == step + 1 else loss
+
+    model.forward = poisoned
+
+
+def check_padding_invariance(module, model, examples):
+    """Extra padding on source and target, or a sentence run alone, changes no real position's
+    logits and not the loss (module is seq2seq or transformer; model in float64)."""
+    src, idx, targets = module.collate(examples, "cpu")
+    logits, loss = model(src, idx, targets)
+
+    def more_padding(x, extra):
+        return torch.cat((x, x.new_full((x.shape[0], extra), module.PAD)), dim=1)
+
+    logits2, loss2 = model(more_padding(src, 3), more_padding(idx, 2), more_padding(targets, 2))
+    real = targets != module.PAD
+    torch.testing.assert_close(logits2[:, :idx.shape[1]][real], logits[real], rtol=0, atol=1e-10)
+    torch.testing.assert_close(loss2, loss, rtol=0, atol=1e-10)
+    for i, example in enumerate(examples):  # each sentence alone, with no padding at all
+        alone, _ = model(*module.collate([example], "cpu"))
+        torch.testing.assert_close(alone[0], logits[i, :alone.shape[1]], rtol=0, atol=1e-10)
+    return logits, loss, targets

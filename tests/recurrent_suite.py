@@ -12,7 +12,7 @@ from collections import Counter, namedtuple
 import pytest
 import torch
 
-from conftest import ROOT, TINY_TEXT, check_sampling, run_script
+from conftest import ROOT, TINY_TEXT, check_sampling, poison_loss_at, run_script
 
 Script = namedtuple("Script", "module layer builtin")  # e.g. (lstm, lstm.LSTM, nn.LSTM)
 
@@ -123,16 +123,7 @@ def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(script, capsys):
     cfg, chars, data, model = tiny_setup(script.module, max_steps=40, eval_interval=10)
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     saved = {}
-    forward = model.forward
-    calls = []
-
-    def poisoned(idx, targets=None):  # the training loss turns to NaN at step 15
-        logits, loss = forward(idx, targets)
-        if torch.is_grad_enabled():
-            calls.append(1)
-        return logits, loss * float("nan") if len(calls) == 16 else loss
-
-    model.forward = poisoned
+    poison_loss_at(model, 15)
     with pytest.raises(FloatingPointError, match="at step 15"):
         script.module.train(model, optimizer, data, cfg, save=lambda s: saved.update(step=s))
     assert saved["step"] == 10

@@ -13,7 +13,7 @@ import torch.nn.functional as F
 
 import gpt
 import rnn
-from conftest import TINY_TEXT, check_sampling, run_script
+from conftest import TINY_TEXT, check_sampling, poison_loss_at, run_script
 
 TINY = ["--block-size", 16, "--n-embd", 16, "--n-head", 2, "--n-layer", 2, "--batch-size", 8,
         "--warmup-steps", 5, "--eval-interval", 10, "--eval-steps", 2, "--max-new-tokens", 20,
@@ -221,16 +221,8 @@ def test_optimizer_decays_matrices_only_and_schedule():
 
 def test_non_finite_loss_stops_and_keeps_last_good_checkpoint():
     cfg, data, model = tiny_setup(max_steps=40, eval_interval=10)
-    saved, calls = {}, []
-    forward = model.forward
-
-    def poisoned(idx, targets=None):  # the 16th training forward (step 15) gives NaN
-        logits, loss = forward(idx, targets)
-        if torch.is_grad_enabled():
-            calls.append(1)
-        return logits, loss * float("nan") if len(calls) == 16 else loss
-
-    model.forward = poisoned
+    saved = {}
+    poison_loss_at(model, 15)
     with pytest.raises(FloatingPointError, match="at step 15"):
         gpt.train(model, gpt.make_optimizer(model, cfg), data, cfg,
                   save=lambda s: saved.update(step=s))

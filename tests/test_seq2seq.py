@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import seq2seq
-from conftest import run_script
+from conftest import check_padding_invariance, run_script
 
 TINY = ["--n-embd", 8, "--n-hidden", 16, "--batch-size", 8, "--eval-interval", 10,
         "--eval-steps", 2, "--max-new-tokens", 12, "--num-samples", 2]
@@ -76,21 +76,9 @@ def test_attention_gradients_pass_gradcheck():
 
 def test_padding_changes_no_sentence_output_or_loss():
     model = tiny_model(dtype=torch.float64)
-    examples = random_examples(5)
-    src, idx, targets = seq2seq.collate(examples, "cpu")
-    logits, loss = model(src, idx, targets)
-    assert logits.shape == (*idx.shape, 9)
-
-    def more_padding(x, extra):
-        return torch.cat((x, x.new_full((x.shape[0], extra), seq2seq.PAD)), dim=1)
-
-    logits2, loss2 = model(more_padding(src, 3), more_padding(idx, 2), more_padding(targets, 2))
+    logits, loss, targets = check_padding_invariance(seq2seq, model, random_examples(5))
+    assert logits.shape[-1] == 9
     real = targets != seq2seq.PAD
-    torch.testing.assert_close(logits2[:, :idx.shape[1]][real], logits[real], rtol=0, atol=1e-10)
-    torch.testing.assert_close(loss2, loss, rtol=0, atol=1e-10)
-    for i, example in enumerate(examples):  # each sentence alone, with no padding at all
-        alone, _ = model(*seq2seq.collate([example], "cpu"))
-        torch.testing.assert_close(alone[0], logits[i, :alone.shape[1]], rtol=0, atol=1e-10)
     by_hand = torch.nn.functional.cross_entropy(logits[real], targets[real])
     torch.testing.assert_close(loss, by_hand, rtol=0, atol=1e-12)
 
