@@ -1,8 +1,9 @@
 """Tiny Shakespeare with nanoGPT's best-known small configurations: gpt.py's val loss, ms/step and
-tokens/s, beside a peer trained in the same run: the same GPT assembled from torch's built-ins
-(nn.TransformerEncoderLayer(norm_first) + causal mask, nn.LayerNorm), so speed is a ratio too.
+tokens/s, beside peers trained in the same run, so speed is a ratio too: nanogpt, the
+reference's own model re-typed (NanoGPT below), and builtin, the same GPT assembled from torch's
+built-ins (nn.TransformerEncoderLayer(norm_first) + causal mask, nn.LayerNorm).
 
-    flock /tmp/ladder/cpu.lock python benchmarks/gpt_shakespeare.py           # CPU config, gpt
+    flock /tmp/ladder/cpu.lock python benchmarks/gpt_shakespeare.py --models gpt nanogpt
     flock /tmp/ladder/cpu.lock python benchmarks/gpt_shakespeare.py --models gpt builtin
     python benchmarks/gpt_shakespeare.py --config gpu --compile               # on a CUDA GPU
 
@@ -69,6 +70,48 @@ class BuiltinGPT(nn.Module):
         return logits, loss
 
 
+class NanoGPT(nn.Module):
+    """The reference's own model, re-typed from nanoGPT's model.py (Karpathy, MIT licence) as
+    its CPU command builds it: no biases (bias=False), LayerNorm by F.layer_norm, attention by
+    F.scaled_dot_product_attention(is_causal=True), nn.GELU() (the erf form), GPT-2's init,
+    tied head. Trained by the same loop, optimizer and schedule as gpt.py, which are nanoGPT's
+    train.py's (AdamW groups, warmup, cosine to lr/10, clip 1.0), so the difference in ms/step
+    is the model's."""
+
+    def __init__(self, vocab_size, block_size, n_embd, n_head, n_layer, dropout=0.0):
+        super().__init__()
+        self.n_head, self.dropout = n_head, dropout
+        self.wte, self.wpe = nn.Embedding(vocab_size, n_embd), nn.Embedding(block_size, n_embd)
+        linear = functools.partial(nn.Linear, bias=False)
+        self.h = nn.ModuleList(nn.ModuleDict(dict(
+            ln_1=nn.LayerNorm(n_embd, bias=False), c_attn=linear(n_embd, 3 * n_embd),
+            c_proj=linear(n_embd, n_embd), ln_2=nn.LayerNorm(n_embd, bias=False),
+            c_fc=linear(n_embd, 4 * n_embd), gelu=nn.GELU(), mlp_proj=linear(4 * n_embd, n_embd)))
+            for _ in range(n_layer))
+        self.ln_f = nn.LayerNorm(n_embd, bias=False)
+        self.lm_head = linear(n_embd, vocab_size)
+        self.wte.weight = self.lm_head.weight
+        for name, p in self.named_parameters():
+            if p.dim() == 2:
+                std = 0.02 / (2 * n_layer) ** 0.5 if name.endswith(("c_proj.weight",
+                                                                      "mlp_proj.weight")) else 0.02
+                nn.init.normal_(p, std=std)
+
+    def forward(self, idx, targets=None):
+        B, T = idx.shape
+        drop = self.dropout if self.training else 0.0
+        x = F.dropout(self.wte(idx) + self.wpe(torch.arange(T, device=idx.device)), drop)
+        for b in self.h:
+            q, k, v = b.c_attn(b.ln_1(x)).split(x.shape[2], dim=2)
+            q, k, v = (z.view(B, T, self.n_head, -1).transpose(1, 2) for z in (q, k, v))
+            y = F.scaled_dot_product_attention(q, k, v, dropout_p=drop, is_causal=True)
+            x = x + F.dropout(b.c_proj(y.transpose(1, 2).contiguous().view(B, T, -1)), drop)
+            x = x + F.dropout(b.mlp_proj(b.gelu(b.c_fc(b.ln_2(x)))), drop)
+        logits = self.lm_head(self.ln_f(x))
+        loss = None if targets is None else F.cross_entropy(logits.flatten(0, 1), targets.flatten())
+        return logits, loss
+
+
 def run(name, args, data, vocab_size, device):
     settings = CONFIGS[args.config] | ({"max_steps": args.max_steps} if args.max_steps else {})
     # train() evaluates at step 0 and at the end; one batch there, the real figure comes after
@@ -77,7 +120,7 @@ def run(name, args, data, vocab_size, device):
     torch.manual_seed(args.seed)
     shape = (vocab_size, cfg.block_size, cfg.n_embd, cfg.n_head, cfg.n_layer, cfg.dropout)
     model = (gpt.GPT(*shape, fused=args.kernels == "fused") if name == "gpt"
-             else BuiltinGPT(*shape)).to(device)
+             else {"builtin": BuiltinGPT, "nanogpt": NanoGPT}[name](*shape)).to(device)
     optimizer = gpt.make_optimizer(model, cfg)
     print(f"--- {name}: {sum(p.numel() for p in model.parameters()) / 1e6:.2f}M parameters,"
           f" {args.config} config, kernels {args.kernels if name == 'gpt' else 'built-in'},"
@@ -103,7 +146,7 @@ def main():
     parser.add_argument("--data", default=os.path.join(os.path.dirname(ROOT), "shared", "data",
                                                        "tinyshakespeare.txt"))
     parser.add_argument("--config", choices=CONFIGS, default="cpu")
-    parser.add_argument("--models", nargs="+", choices=("gpt", "builtin"), default=["gpt"])
+    parser.add_argument("--models", nargs="+", choices=("gpt", "builtin", "nanogpt"), default=["gpt"])
     parser.add_argument("--kernels", choices=("fused", "written"), default="fused")
     parser.add_argument("--compile", action="store_true", help="train through torch.compile")
     parser.add_argument("--max-steps", type=int, default=0, help="0: the config's")
@@ -117,8 +160,8 @@ def main():
     data = gpt.split(gpt.encode(text, chars), CONFIGS[args.config]["block_size"])
     print(f"reference (nanoGPT, {args.config} config): {REFERENCE[args.config]}")
     seconds = {name: run(name, args, data, len(chars), device) for name in args.models}
-    if len(seconds) == 2:
-        print(f"gpt / builtin time per step: {seconds['gpt'] / seconds['builtin']:.2f}")
+    for peer in seconds.keys() - {"gpt"} if "gpt" in seconds else ():
+        print(f"gpt / {peer} time per step: {seconds['gpt'] / seconds[peer]:.2f}")
 
 
 if __name__ == "__main__":
