@@ -71,7 +71,7 @@ class Config:
                        " written: the written-out reference, same result")
     # optimization
     batch_size: int = arg(16, "sequences per step", "positive")
-    lr: float = arg(1e-3, "AdamW peak learning rate, decayed along a cosine to lr/10", "positive")
+    lr: float = arg(3e-3, "AdamW peak learning rate, decayed along a cosine to lr/10", "positive")
     weight_decay: float = arg(0.1, "AdamW weight decay, on matrices only", "non-negative")
     warmup_steps: int = arg(100, "steps of linear warmup to lr", "non-negative")
     grad_clip: float = arg(1.0, "clip the gradient norm to this (0: off)", "non-negative")
