@@ -13,15 +13,17 @@ distribution raised to 3/4, maximising per pair
 CBOW (--cbow) replaces v_c by the mean of the window's input vectors. The C tool's details
 are kept: min-count vocabulary, subsampling of frequent words (redrawn each epoch), dynamic
 window, learning rate decaying linearly over all words, small uniform input and zero output
-vectors, plain SGD touching only the rows in use. Two things differ, for speed: a step updates
-batch_size centre words at once (the C tool updates after every pair), and the K noise words
-are drawn once per centre word and shared by its context words (the C tool draws them per
+vectors, plain SGD touching only the rows in use, and --workers threads updating the shared
+vectors without locks (Hogwild, as the C tool's -threads). Two things differ, for speed: a step
+updates batch_size centre words at once (the C tool updates after every pair), and the K noise
+words are drawn once per centre word and shared by its context words (the C tool draws them per
 pair; Ji et al. 2016, arXiv:1604.04661, share them the same way) - the expected gradient is
 the same, and a window becomes one small matrix product.
 
 Run:
     python word2vec.py                               # train on the Python stdlib source, query it
     python word2vec.py --data text.txt --analogies questions-words.txt
+    python word2vec.py --workers 2                   # a thread per core: faster, not reproducible
     python word2vec.py --sample-only --prompt "def list:dict::tuple"   # query out/word2vec.pt
 
 A query word shows its nearest neighbours; "a:b::c" solves a is to b as c is to ?.
@@ -34,7 +36,9 @@ C vector size (--dim), V vocabulary, Q queries.
 
 import argparse
 import collections
+import concurrent.futures
 import dataclasses
+import math
 import os
 import re
 import signal
@@ -74,6 +78,9 @@ class Config:
     # optimization
     epochs: int = arg(5, "passes over the corpus", "positive")
     batch_size: int = arg(1024, "centre words per step", "positive")
+    workers: int = arg(1, "threads that train at once, each on its own batches, sharing the"
+                       " vectors without locks, as word2vec.c's -threads (1: reproducible)",
+                       "positive")
     lr: float = arg(0.0, "starting SGD learning rate, decayed linearly to lr * 1e-4; 0: the C"
                     " tool's, 0.025 skip-gram / 0.05 CBOW", "non-negative")
     max_steps: int = arg(0, "stop after this many steps (0: when the epochs are done)",
@@ -207,7 +214,7 @@ def window_offsets(window):
     return torch.cat((torch.arange(-window, 0), torch.arange(1, window + 1)))
 
 
-def get_batch(ids, sent, centre, cfg, noise_p, device):
+def get_batch(ids, sent, centre, cfg, noise_cdf, device):
     """The centre words at positions `centre` (B,) with their windows: context ids (B,J), which
     slots count (B,J), targets (B,) and noise words (B,K). Each centre draws its window b from
     1..window; a slot counts if it lies within b, inside the corpus and in the same sentence."""
@@ -217,7 +224,11 @@ def get_batch(ids, sent, centre, cfg, noise_p, device):
     inside = (where >= 0) & (where < len(ids))
     where = where.clamp(0, len(ids) - 1)
     mask = inside & (offsets.abs() <= b) & (sent[where] == sent[centre, None])
-    noise = torch.multinomial(noise_p, len(centre) * cfg.negative, replacement=True)
+    # noise words by inverting the cumulative noise distribution (word2vec.c's unigram table
+    # does it with a lookup): a uniform draw in [0, total) lands in word w's share with
+    # probability p_w
+    u = torch.rand(len(centre) * cfg.negative, dtype=noise_cdf.dtype) * noise_cdf[-1]
+    noise = torch.searchsorted(noise_cdf, u, right=True).clamp(max=len(noise_cdf) - 1)
     batch = ids[where], mask, ids[centre], noise.view(len(centre), cfg.negative)
     return [t.to(device) for t in batch]
 
@@ -280,21 +291,43 @@ def get_lr(words, total_words, cfg):
     return cfg.lr * max(1 - words / (total_words + 1), 1e-4)
 
 
-def train(model, optimizer, corpus, counts, cfg, state=None, save=None, report=None):
+ROUND = 8  # with --workers > 1, each worker takes this many batches between two meetings
+
+
+def sgd_step(model, batch, lr, cbow=False):
+    """One batch: the loss, then plain SGD on the rows it used - autograd gives sparse
+    gradients (those rows only), and each is added in place, as word2vec.c updates. A
+    non-finite loss leaves the weights alone (train() stops on it). Returns (loss, terms)."""
+    loss, n = model(*batch, cbow=cbow)
+    if torch.isfinite(loss):
+        params = list(model.parameters())
+        with torch.no_grad():
+            for p, grad in zip(params, torch.autograd.grad(loss, params)):
+                p.add_(grad, alpha=-lr)
+    return loss.item(), n.item()
+
+
+def train(model, corpus, counts, cfg, state=None, save=None, report=None):
     """SGD over cfg.epochs passes of corpus = (ids, sent), from `state` = {step, epoch, pos,
-    words} (pos: the next centre in the epoch's subsampled corpus). Every eval_interval steps
-    and at the end: log, call report() (it shows the prompt's neighbours) and save(state), if
-    given. Ctrl-C saves and raises KeyboardInterrupt; a non-finite loss raises
-    FloatingPointError before it can reach the weights. Returns the mean loss of the last
-    stretch between evaluations."""
+    words} (pos: the next centre in the epoch's subsampled corpus). With cfg.workers > 1,
+    that many threads each take ROUND batches and update the shared vectors without locks
+    (Hogwild, as word2vec.c's threads do); one worker: every run the same. Every
+    eval_interval steps (rounded up to a round) and at the end:
+    log, call report() (it shows the prompt's neighbours) and save(state), if given. Ctrl-C
+    saves and raises KeyboardInterrupt; a non-finite loss raises FloatingPointError before it
+    can reach the weights. Returns the mean loss of the last stretch between evaluations."""
     ids, sent = corpus
     device = next(model.parameters()).device
     state = dict(state or {"step": 0, "epoch": 0, "pos": 0, "words": 0})
-    keep_p, noise_p = keep_probability(counts, cfg.sample), noise_distribution(counts).float()
+    keep_p, noise_cdf = keep_probability(counts, cfg.sample), noise_distribution(counts).cumsum(0)
     total_words = cfg.epochs * len(ids)
     start, loss_sum, terms, mean_loss = state["words"], 0.0, 0, float("nan")
     stop = []  # Ctrl-C lands here; the loop ends at the next step boundary, weights consistent
     handler = signal.signal(signal.SIGINT, lambda *_: stop.append(True))
+    threads = torch.get_num_threads()
+    if cfg.workers > 1:  # a core per worker: torch's own threads would only fight them
+        torch.set_num_threads(1)
+    pool = concurrent.futures.ThreadPoolExecutor(cfg.workers) if cfg.workers > 1 else None
     t0 = t_log = time.time()
     words_log = state["words"]
     try:
@@ -313,30 +346,34 @@ def train(model, optimizer, corpus, counts, cfg, state=None, save=None, report=N
                         save(state)
                     print(f"interrupted at step {state['step']}; saved", flush=True)
                     raise KeyboardInterrupt
-                for group in optimizer.param_groups:
-                    group["lr"] = get_lr(state["words"], total_words, cfg)
-                centre = order[state["pos"]:state["pos"] + cfg.batch_size]
-                batch = get_batch(kept, kept_sent, centre, cfg, noise_p, device)
-                loss, n = model(*batch, cbow=cfg.cbow)
-                if not torch.isfinite(loss):
-                    raise FloatingPointError(f"loss is {loss.item()} at step {state['step']};"
-                                             " stopped, the last good checkpoint is kept")
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-                loss_sum, terms = loss_sum + loss.item(), terms + n.item()
-                state["step"] += 1
-                state["pos"] = min(state["pos"] + cfg.batch_size, len(kept))
+                lr = get_lr(state["words"], total_words, cfg)
+                n_batches = cfg.workers * ROUND if pool else 1
+                if cfg.max_steps:
+                    n_batches = min(n_batches, cfg.max_steps - state["step"])
+                centres = order[state["pos"]:state["pos"] + n_batches * cfg.batch_size]
+                chunks = centres.split(cfg.batch_size)
+
+                def work(k):  # worker k: batches k, k + workers, ...; windows, noise words, SGD
+                    return [sgd_step(model, get_batch(kept, kept_sent, c, cfg, noise_cdf, device),
+                                     lr, cfg.cbow) for c in chunks[k::cfg.workers]]
+
+                results = sum(pool.map(work, range(cfg.workers)), []) if pool else work(0)
+                for loss, n in results:
+                    if not math.isfinite(loss):
+                        raise FloatingPointError(f"loss is {loss} at step {state['step']};"
+                                                 " stopped, the last good checkpoint is kept")
+                    loss_sum, terms = loss_sum + loss, terms + n
+                state["step"] += len(results)
+                state["pos"] = min(state["pos"] + len(centres), len(kept))
                 done = state["pos"] == len(kept)  # words read: the epoch's share done so far
                 state["words"] = state["epoch"] * len(ids) + len(ids) * state["pos"] // len(kept)
-                if (state["step"] % cfg.eval_interval == 0 or state["step"] == cfg.max_steps
-                        or done and state["epoch"] == cfg.epochs - 1):
+                last = state["step"] == cfg.max_steps or done and state["epoch"] == cfg.epochs - 1
+                if state["step"] % cfg.eval_interval < len(results) or last:
                     mean_loss = loss_sum / max(terms, 1)
                     now = time.time()
                     eta = (now - t0) / max(state["words"] - start, 1) * (
                         total_words - state["words"])
-                    print(f"step {state['step']:5d} | train loss {mean_loss:.4f} | lr"
-                          f" {optimizer.param_groups[0]['lr']:.6f}"
+                    print(f"step {state['step']:5d} | train loss {mean_loss:.4f} | lr {lr:.6f}"
                           f" | {(state['words'] - words_log) / (now - t_log) / 1e3:6.1f}k"
                           f" words/s | {now - t0:4.0f}s elapsed, ETA {eta:4.0f}s", flush=True)
                     if report:
@@ -348,6 +385,9 @@ def train(model, optimizer, corpus, counts, cfg, state=None, save=None, report=N
             state["epoch"], state["pos"] = state["epoch"] + 1, 0
     finally:
         signal.signal(signal.SIGINT, handler)
+        if pool:
+            pool.shutdown()
+        torch.set_num_threads(threads)
     return mean_loss
 
 
@@ -576,11 +616,9 @@ def run(cfg):
     stoi = {w: i for i, w in enumerate(itos)}
     queries = parse_queries(cfg.prompt, stoi, cfg.eval_vocab)
     model = Word2Vec(len(itos), cfg.dim).to(device)
-    optimizer = torch.optim.SGD(model.parameters(), lr=cfg.lr)
     state = None
     if ckpt:
         model.load_state_dict(ckpt["model"])
-        optimizer.load_state_dict(ckpt["optimizer"])
         state = {k: ckpt[k] for k in ("step", "epoch", "pos", "words")}
         torch.set_rng_state(ckpt["rng"])
     n_params = sum(p.numel() for p in model.parameters())
@@ -594,10 +632,9 @@ def run(cfg):
             save_checkpoint(path, {"script": SCRIPT, "config": dataclasses.asdict(cfg),
                                    "vocab": itos, "counts": counts, **state,
                                    "model": model.state_dict(),
-                                   "optimizer": optimizer.state_dict(),
                                    "rng": torch.get_rng_state()})
 
-        train(model, optimizer, corpus, counts, cfg, state, save,
+        train(model, corpus, counts, cfg, state, save,
               lambda: show(model, queries, itos, cfg))
     else:
         show(model, queries, itos, cfg)

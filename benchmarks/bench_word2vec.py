@@ -3,7 +3,8 @@
 Corpus: a prefix of ../shared/data/word2vec/enwiki_wikiextractor_sample.txt.gz, <doc> lines
 dropped, lowercased, split into runs of letters, one paragraph a line; both tools read the
 same prepared file (a line is a sentence for both). Hyperparameters: skip-gram, dim 100,
-window 5, negative 5, sample 1e-3, min-count 5, 5 epochs (gensim: workers=2). Both sets of
+window 5, negative 5, sample 1e-3, min-count 5, 5 epochs (gensim: workers=2; word2vec.py:
+one run per --batch-size and --workers given). All sets of
 vectors are scored by word2vec.py's evaluation (analogies: top-1 among the 30000 most frequent
 words, 3CosAdd; WordSim353: Spearman), and gensim's vectors by gensim's own analogy evaluation
 as a cross-check. words/s = in-vocabulary corpus words x epochs / training seconds (vocabulary
@@ -11,7 +12,7 @@ building excluded for both).
 
 gensim is not a requirement of the project: install it for this script only
 (`pip install gensim`). Run under the shared CPU lock:
-    flock /tmp/ladder/cpu.lock python benchmarks/bench_word2vec.py --words 2000000
+    flock /tmp/ladder/cpu.lock python benchmarks/bench_word2vec.py --words 2000000 --workers 1 2
 """
 import argparse
 import gzip
@@ -61,9 +62,8 @@ def run_ours(path, cfg):
     corpus = w2v.encode(sentences, stoi)
     torch.manual_seed(cfg.seed)
     model = w2v.Word2Vec(len(itos), cfg.dim)
-    optimizer = torch.optim.SGD(model.parameters(), lr=cfg.lr)
     t0 = time.time()
-    w2v.train(model, optimizer, corpus, counts, cfg)
+    w2v.train(model, corpus, counts, cfg)
     seconds = time.time() - t0
     return model, stoi, len(corpus[0]) * cfg.epochs / seconds, seconds
 
@@ -93,14 +93,17 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--words", type=int, default=2_000_000, help="corpus prefix, in words")
-    parser.add_argument("--batch-size", type=int, default=w2v.Config.batch_size)
+    parser.add_argument("--batch-size", type=int, nargs="+", default=[w2v.Config.batch_size],
+                        help="one word2vec.py run per batch size and --workers, all in one run")
+    parser.add_argument("--workers", type=int, nargs="+", default=[1, 2],
+                        help="word2vec.py's --workers (Hogwild threads)")
     parser.add_argument("--work", default="/tmp/bench_word2vec", help="where the corpus goes")
     args = parser.parse_args()
     os.makedirs(args.work, exist_ok=True)
     path = os.path.join(args.work, f"wiki_{args.words}.txt")
     n = prepare(args.words, path)
     cfg = w2v.Config(data=path, dim=100, window=5, negative=5, sample=1e-3, min_count=5,
-                     epochs=5, batch_size=args.batch_size, eval_interval=10 ** 9)
+                     epochs=5, eval_interval=10 ** 9)
     print(f"corpus: {n:,} words of the wiki sample; skip-gram, dim 100, window 5, negative 5,"
           f" sample 1e-3, min-count 5, 5 epochs; torch threads {torch.get_num_threads()},"
           f" gensim workers 2", flush=True)
@@ -108,8 +111,12 @@ def main():
     g_model, g_stoi, g_wps, g_sec, g_own = run_gensim(path, cfg)
     rows.append(("gensim Word2Vec", g_model, g_stoi, g_wps, g_sec))
     print(f"gensim done in {g_sec:.0f}s; its own analogy score: {100 * g_own:.1f}%", flush=True)
-    o_model, o_stoi, o_wps, o_sec = run_ours(path, cfg)
-    rows.append((f"word2vec.py (batch {cfg.batch_size})", o_model, o_stoi, o_wps, o_sec))
+    for batch_size in args.batch_size:
+        for workers in args.workers:
+            cfg.batch_size, cfg.workers = batch_size, workers
+            o_model, o_stoi, o_wps, o_sec = run_ours(path, cfg)
+            rows.append((f"word2vec.py (batch {batch_size}, workers {workers})", o_model, o_stoi,
+                         o_wps, o_sec))
     print("| | analogy semantic | syntactic | total | coverage | WordSim353 Spearman (pairs)"
           " | words/s | train s |")
     print("|---|---|---|---|---|---|---|---|")
@@ -119,7 +126,8 @@ def main():
         cov = 100 * summary["total"][1] / max(summary["total"][2], 1)
         print(f"| {name} | {acc['semantic']:.1f}% | {acc['syntactic']:.1f}% | {acc['total']:.1f}%"
               f" | {cov:.1f}% | {rho:.3f} ({used}/{total}) | {wps / 1e3:.0f}k | {sec:.0f} |")
-    print(f"word2vec.py / gensim words/s: {o_wps / g_wps:.2f}")
+    for name, _, _, wps, _ in rows[1:]:
+        print(f"{name} / gensim words/s: {wps / g_wps:.2f}")
 
 
 if __name__ == "__main__":

@@ -101,11 +101,12 @@ def test_gradients_are_sparse_and_sgd_touches_only_rows_in_use():
     model = w2v.Word2Vec(10, 6)
     torch.nn.init.normal_(model.emb_out.weight)
     before = [p.detach().clone() for p in model.parameters()]
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
-    context, mask, targets, noise = toy_batch()
-    model(context, mask, targets, noise)[0].backward()
-    assert all(p.grad.is_sparse for p in model.parameters())
-    optimizer.step()
+    batch = context, mask, targets, noise = toy_batch()
+    grads = torch.autograd.grad(model(*batch)[0], list(model.parameters()))
+    assert all(g.is_sparse for g in grads)
+    loss, n = w2v.sgd_step(model, batch, 0.1)
+    for p, old, g in zip(model.parameters(), before, grads):  # plain SGD: w - lr * dL/dw
+        torch.testing.assert_close(p.detach(), old - 0.1 * g.to_dense(), rtol=0, atol=1e-7)
     in_used = set(context[mask].tolist())
     out_used = set(targets.tolist()) | set(noise.flatten().tolist())
     for p, old, used in zip(model.parameters(), before, (in_used, out_used)):
@@ -158,7 +159,7 @@ def test_noise_distribution_is_unigram_to_the_three_quarters():
     cfg = w2v.Config(batch_size=20000, negative=5, window=2)
     ids = torch.zeros(20000, dtype=torch.long)
     torch.manual_seed(5)
-    noise = w2v.get_batch(ids, torch.zeros_like(ids), torch.arange(20000), cfg, p.float(),
+    noise = w2v.get_batch(ids, torch.zeros_like(ids), torch.arange(20000), cfg, p.cumsum(0),
                           "cpu")[3]
     freq = torch.bincount(noise.flatten(), minlength=4) / noise.numel()
     torch.testing.assert_close(freq, p.float(), rtol=0, atol=0.005)
@@ -169,14 +170,14 @@ def test_dynamic_window_is_uniform_and_stays_inside_sentences():
     ids = torch.arange(30000)
     torch.manual_seed(6)
     context, mask, targets, _ = w2v.get_batch(ids, torch.zeros_like(ids), ids, cfg,
-                                              torch.ones(4), "cpu")
+                                              torch.ones(4).cumsum(0), "cpu")
     b = mask[cfg.window:-cfg.window].sum(1) // 2  # each centre's window, away from the edges
     torch.testing.assert_close(torch.bincount(b, minlength=4)[1:] / len(b),
                                torch.full((3,), 1 / 3), rtol=0, atol=0.01)
     offsets = w2v.window_offsets(cfg.window)
     assert torch.equal(context[mask], (targets[:, None] + offsets).expand_as(mask)[mask])
     sent = torch.arange(30000) // 4  # sentences of 4 words: no slot may reach another
-    context, mask, targets, _ = w2v.get_batch(ids, sent, ids, cfg, torch.ones(4), "cpu")
+    context, mask, targets, _ = w2v.get_batch(ids, sent, ids, cfg, torch.ones(4).cumsum(0), "cpu")
     assert mask.any() and torch.equal(sent[context[mask]],
                                       sent[targets[:, None].expand_as(mask)[mask]])
 
@@ -206,17 +207,24 @@ def planted_corpus(n_lines=3000, seed=0):
     return "\n".join(lines)
 
 
-def test_planted_neighbours_and_analogy_are_recovered(tmp_path, capsys):
+@pytest.mark.parametrize("workers", [1, 2])  # 2: Hogwild threads sharing the vectors
+def test_planted_neighbours_and_analogy_are_recovered(tmp_path, capsys, workers):
     (tmp_path / "planted.txt").write_text(planted_corpus(1000))
     cfg = w2v.Config(data=str(tmp_path / "planted.txt"), dim=16, window=5, negative=5,
-                     sample=0, min_count=1, epochs=10, batch_size=32, eval_interval=10 ** 6)
+                     sample=0, min_count=1, epochs=10, batch_size=32, eval_interval=25,
+                     workers=workers)
+    threads = torch.get_num_threads()  # 1 in the tests; 2 here so that undoing it shows
     sentences = w2v.tokenize(w2v.load_text(cfg.data))
     itos, counts = w2v.build_vocab(sentences, cfg.min_count)
     stoi = {w: i for i, w in enumerate(itos)}
     torch.manual_seed(0)
     model = w2v.Word2Vec(len(itos), cfg.dim)
-    optimizer = torch.optim.SGD(model.parameters(), lr=cfg.lr)
-    loss = w2v.train(model, optimizer, w2v.encode(sentences, stoi), counts, cfg)
+    torch.set_num_threads(2)
+    try:
+        loss = w2v.train(model, w2v.encode(sentences, stoi), counts, cfg)
+    finally:
+        after, _ = torch.get_num_threads(), torch.set_num_threads(threads)
+    assert after == 2  # the workers' one thread each was undone
     assert loss < 0.6 * 6 * math.log(2)  # the loss at the start: (1 + K) log 2
     forms = [f"e{e}{f}" for e in range(6) for f in "mf"]
     q = w2v.parse_queries(" ".join(forms), stoi, cfg.eval_vocab)
@@ -227,7 +235,9 @@ def test_planted_neighbours_and_analogy_are_recovered(tmp_path, capsys):
     for a, b, c, d in [("e0m", "e0f", "e1m", "e1f"), ("e2f", "e2m", "e3f", "e3m")]:
         q = w2v.parse_queries(f"{a}:{b}::{c}", stoi, cfg.eval_vocab)
         assert itos[w2v.sample(model, q, top_k=1)[0, 0]] == d
-    assert "step" in capsys.readouterr().out
+    logged = [int(line.split()[1]) for line in capsys.readouterr().out.splitlines()]
+    # a log line at every eval_interval steps passed (workers take steps in twos), and the last
+    assert [step // 25 for step in logged[:-1]] == list(range(1, len(logged)))
 
 
 def hand_model(vectors):
@@ -295,11 +305,11 @@ def tiny_setup(tmp_path, **overrides):
     corpus = w2v.encode(sentences, {w: i for i, w in enumerate(itos)})
     torch.manual_seed(0)
     model = w2v.Word2Vec(len(itos), cfg.dim)
-    return cfg, counts, corpus, model, torch.optim.SGD(model.parameters(), lr=cfg.lr)
+    return cfg, counts, corpus, model
 
 
 def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
-    cfg, counts, corpus, model, optimizer = tiny_setup(tmp_path)
+    cfg, counts, corpus, model = tiny_setup(tmp_path)
     saved, forward, calls = {}, model.forward, [0]
 
     def poisoned(*args, **kwargs):  # the loss turns to NaN at step 7
@@ -309,15 +319,15 @@ def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
 
     model.forward = poisoned
     with pytest.raises(FloatingPointError, match="at step 7"):
-        w2v.train(model, optimizer, corpus, counts, cfg, save=lambda s: saved.update(s))
+        w2v.train(model, corpus, counts, cfg, save=lambda s: saved.update(s))
     assert saved["step"] == 5 and all(torch.isfinite(p).all() for p in model.parameters())
 
 
 def test_ctrl_c_saves_at_a_step_boundary(tmp_path, capsys):
-    cfg, counts, corpus, model, optimizer = tiny_setup(tmp_path)
+    cfg, counts, corpus, model = tiny_setup(tmp_path)
     saved = {}
     with pytest.raises(KeyboardInterrupt):
-        w2v.train(model, optimizer, corpus, counts, cfg, save=lambda s: saved.update(s),
+        w2v.train(model, corpus, counts, cfg, save=lambda s: saved.update(s),
                   report=lambda: os.kill(os.getpid(), signal.SIGINT))
     assert saved["step"] == 5 and "interrupted at step 5; saved" in capsys.readouterr().out
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
