@@ -372,7 +372,9 @@ def load_checkpoint(path, cfg):
         raise BadInput(f"{path} is a checkpoint of {who}.py, not of {SCRIPT}.py")
     for name in MODEL_ARGS:
         given, saved = getattr(cfg, name), ckpt["config"][name]
-        if given != getattr(Config, name) and given != saved:
+        asked = (name in cfg.flags_given if hasattr(cfg, "flags_given")
+                 else given != getattr(Config, name))
+        if asked and given != saved:
             raise BadInput(f"--{name.replace('_', '-')} {given} differs from the checkpoint's"
                            f" {saved}")
         setattr(cfg, name, saved)
@@ -392,10 +394,15 @@ def parse_args(argv=None):
     for f in dataclasses.fields(Config):
         flag = "--" + f.name.replace("_", "-")
         if f.type is bool:
-            parser.add_argument(flag, action="store_true", help=f.metadata["help"])
+            parser.add_argument(flag, action="store_true", default=argparse.SUPPRESS,
+                                help=f.metadata["help"])
         else:
-            parser.add_argument(flag, type=f.type, default=f.default, help=f.metadata["help"])
-    return Config(**vars(parser.parse_args(argv)))
+            parser.add_argument(flag, type=f.type, default=argparse.SUPPRESS,
+                                help=f"{f.metadata['help']} (default {f.default!r})")
+    given = vars(parser.parse_args(argv))  # the flags on the command line, no others
+    cfg = Config(**given)
+    cfg.flags_given = set(given)  # so that a checkpoint can tell them from defaults
+    return cfg
 
 
 def main(argv=None):

@@ -146,7 +146,8 @@ def main():
     parser.add_argument("--data", default=os.path.join(os.path.dirname(ROOT), "shared", "data",
                                                        "tinyshakespeare.txt"))
     parser.add_argument("--config", choices=CONFIGS, default="cpu")
-    parser.add_argument("--models", nargs="+", choices=("gpt", "builtin", "nanogpt"), default=["gpt"])
+    parser.add_argument("--models", nargs="+", choices=("gpt", "builtin", "nanogpt"),
+                        default=["gpt"])
     parser.add_argument("--kernels", choices=("fused", "written"), default="fused")
     parser.add_argument("--compile", action="store_true", help="train through torch.compile")
     parser.add_argument("--max-steps", type=int, default=0, help="0: the config's")

@@ -243,5 +243,7 @@ def test_cli_refuses_missing_or_foreign_checkpoints(script, tmp_path, tiny_file,
     m.main(["--data", str(tiny_file), "--max-steps", "10", *map(str, TINY)])
     refused(m, "--sample-only", "--n-hidden", 64,
             says=["--n-hidden 64 differs from the checkpoint's 32"])
+    refused(m, "--sample-only", "--n-hidden", m.Config.n_hidden,  # asked for, though the default
+            says=[f"--n-hidden {m.Config.n_hidden} differs from the checkpoint's 32"])
     (tmp_path / "other.txt").write_text("something else entirely " * 50)
     refused(m, "--resume", "--data", "other.txt", *TINY, says=["vocabulary differs"])

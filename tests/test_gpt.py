@@ -343,6 +343,8 @@ def test_cli_refuses_missing_or_foreign_checkpoints(tmp_path, tiny_file, refused
     gpt.main(["--data", str(tiny_file), "--max-steps", "1", *map(str, TINY)])
     refused(gpt, "--sample-only", "--n-head", 8,
             says=["--n-head 8 differs from the checkpoint's 2"])
+    refused(gpt, "--sample-only", "--n-head", 4,  # asked for, though it is the default
+            says=["--n-head 4 differs from the checkpoint's 2"])
     refused(gpt, "--sample-only", "--block-size", 32,
             says=["--block-size 32 differs from the checkpoint's 16"])
     (tmp_path / "other.txt").write_text("something else entirely " * 50)

@@ -282,5 +282,7 @@ def test_cli_refuses_missing_foreign_or_other_shape_checkpoints(tmp_path, tiny_f
             says=["--block-size 4 differs from the checkpoint's 8"])
     refused(mlp, "--sample-only", "--n-hidden", 64,
             says=["--n-hidden 64 differs from the checkpoint's 32"])
+    refused(mlp, "--sample-only", "--n-hidden", 512,  # asked for, though it is the default
+            says=["--n-hidden 512 differs from the checkpoint's 32"])
     (tmp_path / "other.txt").write_text("something else entirely " * 50)
     refused(mlp, "--resume", "--data", "other.txt", *TINY, says=["vocabulary differs"])

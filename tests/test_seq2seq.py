@@ -358,6 +358,8 @@ def test_cli_refuses_missing_or_foreign_checkpoints(tmp_path, tsv, refused):
     seq2seq.main(["--data", str(tsv), "--tokens", "word", "--max-steps", "5", *map(str, TINY)])
     refused(seq2seq, "--sample-only", "--prompt", "a", "--n-hidden", 64,
             says=["--n-hidden 64 differs from the checkpoint's 16"])
+    refused(seq2seq, "--sample-only", "--prompt", "a", "--n-hidden", 128,  # the default, asked
+            says=["--n-hidden 128 differs from the checkpoint's 16"])
     (tmp_path / "other.tsv").write_text("x y\tz\nw\tv\n")
     refused(seq2seq, "--resume", "--data", "other.tsv", "--tokens", "word", *TINY,
             says=["vocabulary differs"])

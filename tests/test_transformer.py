@@ -346,4 +346,6 @@ def test_cli_refuses_bad_settings_and_foreign_checkpoints(tmp_path, tsv, refused
     tr.main(["--data", str(tsv), "--tokens", "word", "--max-steps", "2", *map(str, TINY)])
     refused(tr, "--sample-only", "--prompt", "a", "--n-head", 8,
             says=["--n-head 8 differs from the checkpoint's 2"])
+    refused(tr, "--sample-only", "--prompt", "a", "--n-head", 4,  # the default, asked for
+            says=["--n-head 4 differs from the checkpoint's 2"])
     refused(tr, "--sample-only", "--prompt", "a zebra", says=["never seen", "'zebra'"])

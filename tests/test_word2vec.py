@@ -398,6 +398,8 @@ def test_cli_refuses_bad_eval_files_and_foreign_checkpoints(tmp_path, planted_fi
     w2v.main(["--data", str(planted_file), *map(str, TINY), "--max-steps", "2",
               "--prompt", "he"])
     refused(w2v, "--sample-only", "--dim", 16, says=["--dim 16 differs from the checkpoint's 8"])
+    refused(w2v, "--sample-only", "--dim", 100,  # asked for, though it is the default
+            says=["--dim 100 differs from the checkpoint's 8"])
     refused(w2v, "--sample-only", "--prompt", "he", "--analogies", "none.txt",
             says=["cannot read --analogies none.txt"])
     (tmp_path / "q.txt").write_text(": family\nhe she e0m\n")
