@@ -1,5 +1,6 @@
 """Shared test helpers: run a script's CLI, make tiny corpora, find ../shared/data."""
 import os
+import signal
 import subprocess
 import sys
 
@@ -23,6 +24,22 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+def ctrl_c_at_call(monkeypatch, module, name, n):
+    """Replace module.<name> by a wrapper that sends this process a real SIGINT (Ctrl-C) during
+    its n-th call, before calling through. Returns the original, to put back with
+    monkeypatch.setattr(module, name, original)."""
+    original, calls = getattr(module, name), []
+
+    def wrapper(*args):
+        calls.append(1)
+        if len(calls) == n:
+            os.kill(os.getpid(), signal.SIGINT)
+        return original(*args)
+
+    monkeypatch.setattr(module, name, wrapper)
+    return original
 
 
 def run_script(script, *args, cwd, timeout=120):

@@ -6,13 +6,13 @@ nn.RNN, and no check is written twice."""
 import difflib
 import math
 import os
-import signal
 from collections import Counter, namedtuple
 
 import pytest
 import torch
 
-from conftest import ROOT, TINY_TEXT, check_sampling, poison_loss_at, run_script
+from conftest import (ROOT, TINY_TEXT, check_sampling, ctrl_c_at_call, poison_loss_at,
+                      run_script)
 
 Script = namedtuple("Script", "module layer builtin")  # e.g. (lstm, lstm.LSTM, nn.LSTM)
 
@@ -172,15 +172,7 @@ def test_cli_ctrl_c_saves_and_resume_reaches_the_same_weights(script, tmp_path, 
     monkeypatch.chdir(tmp_path)
     args = ["--data", str(tiny_file), "--max-steps", "60", *map(str, TINY)]
     m.main([*args, "--out-dir", "whole"])
-    get_batch, calls = m.get_batch, []
-
-    def get_batch_then_ctrl_c(*a):  # a real SIGINT to this process, at the 30th batch drawn
-        calls.append(1)
-        if len(calls) == 30:
-            os.kill(os.getpid(), signal.SIGINT)
-        return get_batch(*a)
-
-    monkeypatch.setattr(m, "get_batch", get_batch_then_ctrl_c)
+    get_batch = ctrl_c_at_call(monkeypatch, m, "get_batch", 30)  # at the 30th batch drawn
     capsys.readouterr()
     with pytest.raises(SystemExit) as exit_:
         m.main([*args, "--out-dir", "cut"])

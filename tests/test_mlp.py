@@ -1,7 +1,6 @@
 """mlp.py: its hand-written backward pass against autograd, its layers against torch's."""
 import math
 import shutil
-import signal
 from collections import Counter
 
 import pytest
@@ -11,7 +10,7 @@ import torch.nn.functional as F
 
 import mlp
 import rnn
-from conftest import TINY_TEXT, check_sampling, run_script
+from conftest import TINY_TEXT, check_sampling, ctrl_c_at_call, run_script
 
 TINY = ["--block-size", 8, "--n-embd", 8, "--n-hidden", 32, "--batch-size", 8,
         "--eval-interval", 10, "--eval-steps", 2, "--max-new-tokens", 20, "--num-samples", 1]
@@ -222,15 +221,8 @@ def test_ctrl_c_saves_and_resume_reaches_the_same_weights(tmp_path, tiny_file, m
     monkeypatch.chdir(tmp_path)
     args = ["--data", tiny_file, "--max-steps", 30, *TINY]
     mlp.main([*map(str, args), "--out-dir", "whole"])
-    get_batch, calls = mlp.get_batch, []
-
-    def interrupting(*a):  # Ctrl-C while the 20th batch is drawn, in the middle of a step
-        calls.append(1)
-        if len(calls) == 20:
-            signal.raise_signal(signal.SIGINT)
-        return get_batch(*a)
-
-    monkeypatch.setattr(mlp, "get_batch", interrupting)
+    # Ctrl-C while the 20th batch is drawn, in the middle of a step
+    get_batch = ctrl_c_at_call(monkeypatch, mlp, "get_batch", 20)
     capsys.readouterr()
     with pytest.raises(SystemExit) as exit_:
         mlp.main([*map(str, args), "--out-dir", "cut"])

@@ -1,15 +1,13 @@
 """seq2seq.py: the attention, the padding, decoding, BLEU, the dates task and the CLI."""
 import datetime
 import math
-import os
 import random
-import signal
 
 import pytest
 import torch
 
 import seq2seq
-from conftest import check_padding_invariance, run_script
+from conftest import check_padding_invariance, ctrl_c_at_call, run_script
 
 TINY = ["--n-embd", 8, "--n-hidden", 16, "--batch-size", 8, "--eval-interval", 10,
         "--eval-steps", 2, "--max-new-tokens", 12, "--num-samples", 2]
@@ -303,15 +301,8 @@ def test_cli_resume_reaches_the_same_weights_and_ctrl_c_saves(tmp_path, tsv, mon
     monkeypatch.chdir(tmp_path)
     args = ["--data", str(tsv), "--tokens", "word", "--max-steps", "30", *map(str, TINY)]
     seq2seq.main([*args, "--out-dir", "whole"])
-    get_batch, calls = seq2seq.get_batch, []
-
-    def interrupting(*a):  # Ctrl-C arrives while the 25th batch (training or evaluation) is drawn
-        calls.append(1)
-        if len(calls) == 25:
-            os.kill(os.getpid(), signal.SIGINT)
-        return get_batch(*a)
-
-    monkeypatch.setattr(seq2seq, "get_batch", interrupting)
+    # Ctrl-C arrives while the 25th batch (training or evaluation) is drawn
+    get_batch = ctrl_c_at_call(monkeypatch, seq2seq, "get_batch", 25)
     with pytest.raises(SystemExit) as exit_:
         seq2seq.main([*args, "--out-dir", "cut"])
     assert exit_.value.code == 130

@@ -4,10 +4,8 @@ The data, metrics, training loop and decoding are seq2seq.py's, verbatim (a test
 and tests/test_seq2seq.py tests them."""
 import inspect
 import math
-import os
 import random
 import re
-import signal
 
 import pytest
 import torch
@@ -15,7 +13,7 @@ import torch.nn as nn
 
 import seq2seq
 import transformer as tr
-from conftest import check_padding_invariance
+from conftest import check_padding_invariance, ctrl_c_at_call
 
 TINY = ["--n-embd", 8, "--n-hidden", 16, "--n-head", 2, "--batch-size", 8, "--eval-interval",
         10, "--eval-steps", 2, "--max-new-tokens", 12, "--num-samples", 2]
@@ -304,15 +302,8 @@ def test_cli_trains_resumes_exactly_and_translates(tmp_path, tsv, monkeypatch, c
     ckpt = torch.load(tmp_path / "whole" / "transformer.pt", weights_only=True)
     assert ckpt["script"] == "transformer" and ckpt["step"] == 30
     assert ckpt["config"]["n_head"] == 2 and "lm_head.weight" in ckpt["model"]
-    get_batch, calls = tr.get_batch, []
-
-    def interrupting(*a):  # Ctrl-C arrives while the 25th batch (training or evaluation) is drawn
-        calls.append(1)
-        if len(calls) == 25:
-            os.kill(os.getpid(), signal.SIGINT)
-        return get_batch(*a)
-
-    monkeypatch.setattr(tr, "get_batch", interrupting)
+    # Ctrl-C arrives while the 25th batch (training or evaluation) is drawn
+    get_batch = ctrl_c_at_call(monkeypatch, tr, "get_batch", 25)
     with pytest.raises(SystemExit) as exit_:
         tr.main([*args, "--out-dir", "cut"])
     assert exit_.value.code == 130
