@@ -1,8 +1,10 @@
 """Shared test helpers: run a script's CLI, make tiny corpora, find ../shared/data."""
+import math
 import os
 import signal
 import subprocess
 import sys
+from collections import Counter
 
 import pytest
 import torch
@@ -76,10 +78,11 @@ def tiny_file(tmp_path):
     return path
 
 
-def needs_shared(*parts):
-    """Skip cleanly when ../shared/data (or the named file in it) is not there."""
-    path = os.path.join(SHARED_DATA, *parts)
-    return pytest.mark.skipif(not os.path.exists(path), reason=f"{path} not present")
+def unigram_entropy(text):
+    """Entropy of the text's characters in nats: the loss of a model that learned only their
+    frequencies, which a trained model must beat by far."""
+    counts = Counter(text)
+    return -sum(n / len(text) * math.log(n / len(text)) for n in counts.values())
 
 
 def check_sampling(module, model, prompt):

@@ -4,15 +4,14 @@ tests/test_<script>.py imports them and defines the fixture `script`, so that
 `pytest tests/test_lstm.py` checks lstm.py against nn.LSTM exactly as rnn.py is checked against
 nn.RNN, and no check is written twice."""
 import difflib
-import math
 import os
-from collections import Counter, namedtuple
+from collections import namedtuple
 
 import pytest
 import torch
 
 from conftest import (ROOT, TINY_TEXT, check_sampling, ctrl_c_at_call, poison_loss_at,
-                      run_script)
+                      run_script, unigram_entropy)
 
 Script = namedtuple("Script", "module layer builtin")  # e.g. (lstm, lstm.LSTM, nn.LSTM)
 
@@ -94,11 +93,6 @@ def test_state_dict_both_ways_and_same_init(script):
 
 
 # ----------------------------------------------------------------------------- training
-
-def unigram_entropy(text):
-    counts = Counter(text)
-    return -sum(n / len(text) * math.log(n / len(text)) for n in counts.values())
-
 
 def tiny_setup(m, **overrides):
     settings = dict(block_size=16, n_embd=8, n_hidden=32, batch_size=16, lr=1e-2,

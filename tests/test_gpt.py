@@ -4,7 +4,6 @@ import functools
 import math
 import os
 import signal
-from collections import Counter
 
 import pytest
 import torch
@@ -13,7 +12,7 @@ import torch.nn.functional as F
 
 import gpt
 import rnn
-from conftest import TINY_TEXT, check_sampling, poison_loss_at, run_script
+from conftest import TINY_TEXT, check_sampling, poison_loss_at, run_script, unigram_entropy
 
 TINY = ["--block-size", 16, "--n-embd", 16, "--n-head", 2, "--n-layer", 2, "--batch-size", 8,
         "--warmup-steps", 5, "--eval-interval", 10, "--eval-steps", 2, "--max-new-tokens", 20,
@@ -183,11 +182,6 @@ def test_kv_cache_equals_full_recompute(fused):
 
 
 # ----------------------------------------------------------------------------- training
-
-def unigram_entropy(text):
-    counts = Counter(text)
-    return -sum(n / len(text) * math.log(n / len(text)) for n in counts.values())
-
 
 def tiny_setup(**overrides):
     settings = dict(block_size=16, n_embd=16, n_head=2, n_layer=2, batch_size=16, lr=1e-2,

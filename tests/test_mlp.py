@@ -1,7 +1,5 @@
 """mlp.py: its hand-written backward pass against autograd, its layers against torch's."""
-import math
 import shutil
-from collections import Counter
 
 import pytest
 import torch
@@ -10,7 +8,7 @@ import torch.nn.functional as F
 
 import mlp
 import rnn
-from conftest import TINY_TEXT, check_sampling, ctrl_c_at_call, run_script
+from conftest import TINY_TEXT, check_sampling, ctrl_c_at_call, run_script, unigram_entropy
 
 TINY = ["--block-size", 8, "--n-embd", 8, "--n-hidden", 32, "--batch-size", 8,
         "--eval-interval", 10, "--eval-steps", 2, "--max-new-tokens", 20, "--num-samples", 1]
@@ -141,11 +139,6 @@ def test_get_batch_gives_every_target_its_full_context():
 
 
 # ----------------------------------------------------------------------------- training
-
-def unigram_entropy(text):
-    counts = Counter(text)
-    return -sum(n / len(text) * math.log(n / len(text)) for n in counts.values())
-
 
 def tiny_setup(**overrides):
     settings = dict(block_size=8, n_embd=8, n_hidden=32, batch_size=16, lr=1e-2,
