@@ -52,65 +52,64 @@ import torch.nn as nn
 SCRIPT = "word2vec"  # written into checkpoints, so that a sibling script refuses this one's
 
 
-# ----------------------------------------------------------------------------- config
+# ----------------------------------------------------------------------------- model
 
-class BadInput(ValueError):
-    """Input we refuse: main() prints it as one line and exits with status 2."""
-
-
-def arg(default, help, must_be=None):
-    """A config field: its default, its --help text, and "positive" or "non-negative" if so."""
-    return dataclasses.field(default=default, metadata={"help": help, "must_be": must_be})
+def logsigmoid(x):
+    """log σ(x) = -log(1 + e^-x), written so that e^|x| is never formed (no overflow)."""
+    return x.clamp(max=0) - torch.log1p(torch.exp(-x.abs()))
 
 
-@dataclasses.dataclass
-class Config:
-    # data
-    data: str = arg("", "UTF-8 text file to train on; empty: the Python standard library's source")
-    min_count: int = arg(5, "words seen fewer times are dropped from the vocabulary", "positive")
-    sample: float = arg(1e-3, "subsampling threshold s for frequent words (0: off)", "non-negative")
-    # model
-    dim: int = arg(100, "size C of a word vector", "positive")
-    window: int = arg(5, "largest distance to a context word; each centre draws 1..window",
-                      "positive")
-    negative: int = arg(5, "noise words K per centre word", "positive")
-    cbow: bool = arg(False, "CBOW: predict the centre from the mean of its context")
-    # optimization
-    epochs: int = arg(5, "passes over the corpus", "positive")
-    batch_size: int = arg(1024, "centre words per step", "positive")
-    workers: int = arg(1, "threads that train at once, each on its own batches, sharing the"
-                       " vectors without locks, as word2vec.c's -threads (1: reproducible)",
-                       "positive")
-    lr: float = arg(0.0, "starting SGD learning rate, decayed linearly to lr * 1e-4; 0: the C"
-                    " tool's, 0.025 skip-gram / 0.05 CBOW", "non-negative")
-    max_steps: int = arg(0, "stop after this many steps (0: when the epochs are done)",
-                         "non-negative")
-    eval_interval: int = arg(500, "steps between evaluations and checkpoints", "positive")
-    # system
-    device: str = arg("", "cpu, cuda, mps, ...; empty: the best one available")
-    seed: int = arg(1337, "seed for weights, subsampling, windows and noise words")
-    out_dir: str = arg("out", "where the checkpoint <script>.pt goes")
-    resume: bool = arg(False, "continue training from the checkpoint in --out-dir")
-    sample_only: bool = arg(False, "query the checkpoint in --out-dir without training")
-    # querying and evaluation
-    prompt: str = arg("def list true file return string", "query words; a:b::c is an analogy")
-    top_k: int = arg(8, "neighbours shown per query", "positive")
-    eval_vocab: int = arg(30000, "queries and analogies search the most frequent words only",
-                          "positive")
-    analogies: str = arg("", "questions-words.txt-style file: report analogy accuracy")
-    similarity: str = arg("", "'word word score' lines: report Spearman correlation")
-    export: str = arg("", "write the vectors to this file in word2vec text format")
-
-    def __post_init__(self):  # refuse impossible values before any work is done
-        for f in dataclasses.fields(self):
-            value, rule = getattr(self, f.name), f.metadata["must_be"]
-            if rule == "positive" and not value > 0 or rule == "non-negative" and not value >= 0:
-                raise BadInput(f"--{f.name.replace('_', '-')} must be {rule}, got {value}")
-        if not self.lr:
-            self.lr = 0.05 if self.cbow else 0.025  # word2vec.c's -alpha defaults
+def scores(v, u):
+    """u · v for every (input, output) pair: v (B,J,C), u (B,1+K,C) -> (B,J,1+K). The value is
+    v @ u^T; it is formed twice, each product carrying one side's gradient, because autograd's
+    backward of v @ u^T alone forms u's gradient as a (C,1+K) product per centre, which runs
+    several times slower than the (1+K,C) product here. Same numbers, same gradients."""
+    s_v = v @ u.detach().transpose(1, 2)  # gradient to v as (J,1+K) @ (1+K,C)
+    s_u = (u @ v.detach().transpose(1, 2)).transpose(1, 2)  # to u as (1+K,J) @ (J,C)
+    return s_v + (s_u - s_u.detach())  # s_v's value, both gradients
 
 
-MODEL_ARGS = ("dim",)  # what a checkpoint fixes
+def negative_sampling_loss(v, u, weight):
+    """-[log σ(u_o · v) + Σ_k log σ(-u_k · v)], summed over the pairs that count.
+    v (B,J,C): input vectors; u (B,1+K,C): the target's output vector, then the noise words';
+    weight (B,J,1+K): 1 where a (context, output) pair counts, 0 where it does not."""
+    s = scores(v, u)  # (B,J,1+K) u · v for every pair
+    sign = torch.ones(u.shape[1], dtype=s.dtype, device=s.device)
+    sign[1:] = -1  # the target is to be told apart from the noise: σ(+s) vs σ(-s)
+    return -(logsigmoid(s * sign) * weight).sum()
+
+
+class Word2Vec(nn.Module):
+    """Two tables of vectors: emb_in holds v_w (the word vectors kept at the end), emb_out
+    holds u_w (used only in training). Sparse embeddings: backward() gives gradients for the
+    rows in use only, and SGD updates those rows only, as word2vec.c does."""
+
+    def __init__(self, vocab_size, dim):
+        super().__init__()
+        self.emb_in = nn.Embedding(vocab_size, dim, sparse=True)
+        self.emb_out = nn.Embedding(vocab_size, dim, sparse=True)
+        with torch.no_grad():  # word2vec.c: inputs ~ U(-0.5/C, 0.5/C), outputs zero
+            self.emb_in.weight.uniform_(-0.5 / dim, 0.5 / dim)
+            self.emb_out.weight.zero_()
+
+    def forward(self, context, mask, targets, noise, cbow=False):
+        """The loss summed over the batch (so that SGD moves each pair as word2vec.c does), and
+        the number of terms summed: (context, centre) pairs, or centres for CBOW."""
+        out = torch.cat((targets[:, None], noise), 1)  # (B,1+K)
+        real = torch.ones(out.shape, device=out.device)
+        real[:, 1:] = (noise != targets[:, None]).float()  # word2vec.c skips noise == target
+        m = mask.float()[:, :, None]  # (B,J,1)
+        v = self.emb_in(context)  # (B,J,C)
+        u = self.emb_out(out)  # (B,1+K,C)
+        if not cbow:  # slots outside the window weigh 0, so they get no gradient either
+            return negative_sampling_loss(v, u, m * real[:, None, :]), mask.sum()
+        n = m.sum(1, keepdim=True)  # (B,1,1) context words per centre
+        total = (v * m).sum(1, keepdim=True)  # (B,1,C)
+        # the mean of the context vectors; word2vec.c hands each of them the mean's whole
+        # gradient (it never divides by n), so the gradient flows back as through the sum
+        h = total + (total / n.clamp(min=1) - total).detach()  # (B,1,C)
+        weight = real[:, None, :] * (n > 0).float()  # (B,1,1+K) centres with no context skipped
+        return negative_sampling_loss(h, u, weight), (n > 0).sum()
 
 
 # ----------------------------------------------------------------------------- data
@@ -231,66 +230,6 @@ def get_batch(ids, sent, centre, cfg, noise_cdf, device):
     noise = torch.searchsorted(noise_cdf, u, right=True).clamp(max=len(noise_cdf) - 1)
     batch = ids[where], mask, ids[centre], noise.view(len(centre), cfg.negative)
     return [t.to(device) for t in batch]
-
-
-# ----------------------------------------------------------------------------- model
-
-def logsigmoid(x):
-    """log σ(x) = -log(1 + e^-x), written so that e^|x| is never formed (no overflow)."""
-    return x.clamp(max=0) - torch.log1p(torch.exp(-x.abs()))
-
-
-def scores(v, u):
-    """u · v for every (input, output) pair: v (B,J,C), u (B,1+K,C) -> (B,J,1+K). The value is
-    v @ u^T; it is formed twice, each product carrying one side's gradient, because autograd's
-    backward of v @ u^T alone forms u's gradient as a (C,1+K) product per centre, which runs
-    several times slower than the (1+K,C) product here. Same numbers, same gradients."""
-    s_v = v @ u.detach().transpose(1, 2)  # gradient to v as (J,1+K) @ (1+K,C)
-    s_u = (u @ v.detach().transpose(1, 2)).transpose(1, 2)  # to u as (1+K,J) @ (J,C)
-    return s_v + (s_u - s_u.detach())  # s_v's value, both gradients
-
-
-def negative_sampling_loss(v, u, weight):
-    """-[log σ(u_o · v) + Σ_k log σ(-u_k · v)], summed over the pairs that count.
-    v (B,J,C): input vectors; u (B,1+K,C): the target's output vector, then the noise words';
-    weight (B,J,1+K): 1 where a (context, output) pair counts, 0 where it does not."""
-    s = scores(v, u)  # (B,J,1+K) u · v for every pair
-    sign = torch.ones(u.shape[1], dtype=s.dtype, device=s.device)
-    sign[1:] = -1  # the target is to be told apart from the noise: σ(+s) vs σ(-s)
-    return -(logsigmoid(s * sign) * weight).sum()
-
-
-class Word2Vec(nn.Module):
-    """Two tables of vectors: emb_in holds v_w (the word vectors kept at the end), emb_out
-    holds u_w (used only in training). Sparse embeddings: backward() gives gradients for the
-    rows in use only, and SGD updates those rows only, as word2vec.c does."""
-
-    def __init__(self, vocab_size, dim):
-        super().__init__()
-        self.emb_in = nn.Embedding(vocab_size, dim, sparse=True)
-        self.emb_out = nn.Embedding(vocab_size, dim, sparse=True)
-        with torch.no_grad():  # word2vec.c: inputs ~ U(-0.5/C, 0.5/C), outputs zero
-            self.emb_in.weight.uniform_(-0.5 / dim, 0.5 / dim)
-            self.emb_out.weight.zero_()
-
-    def forward(self, context, mask, targets, noise, cbow=False):
-        """The loss summed over the batch (so that SGD moves each pair as word2vec.c does), and
-        the number of terms summed: (context, centre) pairs, or centres for CBOW."""
-        out = torch.cat((targets[:, None], noise), 1)  # (B,1+K)
-        real = torch.ones(out.shape, device=out.device)
-        real[:, 1:] = (noise != targets[:, None]).float()  # word2vec.c skips noise == target
-        m = mask.float()[:, :, None]  # (B,J,1)
-        v = self.emb_in(context)  # (B,J,C)
-        u = self.emb_out(out)  # (B,1+K,C)
-        if not cbow:  # slots outside the window weigh 0, so they get no gradient either
-            return negative_sampling_loss(v, u, m * real[:, None, :]), mask.sum()
-        n = m.sum(1, keepdim=True)  # (B,1,1) context words per centre
-        total = (v * m).sum(1, keepdim=True)  # (B,1,C)
-        # the mean of the context vectors; word2vec.c hands each of them the mean's whole
-        # gradient (it never divides by n), so the gradient flows back as through the sum
-        h = total + (total / n.clamp(min=1) - total).detach()  # (B,1,C)
-        weight = real[:, None, :] * (n > 0).float()  # (B,1,1+K) centres with no context skipped
-        return negative_sampling_loss(h, u, weight), (n > 0).sum()
 
 
 # ----------------------------------------------------------------------------- train
@@ -546,6 +485,65 @@ def export(model, itos, path):
 
 
 # ----------------------------------------------------------------------------- main
+
+class BadInput(ValueError):
+    """Input we refuse: main() prints it as one line and exits with status 2."""
+
+
+def arg(default, help, must_be=None):
+    """A config field: its default, its --help text, and "positive" or "non-negative" if so."""
+    return dataclasses.field(default=default, metadata={"help": help, "must_be": must_be})
+
+
+@dataclasses.dataclass
+class Config:
+    # data
+    data: str = arg("", "UTF-8 text file to train on; empty: the Python standard library's source")
+    min_count: int = arg(5, "words seen fewer times are dropped from the vocabulary", "positive")
+    sample: float = arg(1e-3, "subsampling threshold s for frequent words (0: off)", "non-negative")
+    # model
+    dim: int = arg(100, "size C of a word vector", "positive")
+    window: int = arg(5, "largest distance to a context word; each centre draws 1..window",
+                      "positive")
+    negative: int = arg(5, "noise words K per centre word", "positive")
+    cbow: bool = arg(False, "CBOW: predict the centre from the mean of its context")
+    # optimization
+    epochs: int = arg(5, "passes over the corpus", "positive")
+    batch_size: int = arg(1024, "centre words per step", "positive")
+    workers: int = arg(1, "threads that train at once, each on its own batches, sharing the"
+                       " vectors without locks, as word2vec.c's -threads (1: reproducible)",
+                       "positive")
+    lr: float = arg(0.0, "starting SGD learning rate, decayed linearly to lr * 1e-4; 0: the C"
+                    " tool's, 0.025 skip-gram / 0.05 CBOW", "non-negative")
+    max_steps: int = arg(0, "stop after this many steps (0: when the epochs are done)",
+                         "non-negative")
+    eval_interval: int = arg(500, "steps between evaluations and checkpoints", "positive")
+    # system
+    device: str = arg("", "cpu, cuda, mps, ...; empty: the best one available")
+    seed: int = arg(1337, "seed for weights, subsampling, windows and noise words")
+    out_dir: str = arg("out", "where the checkpoint <script>.pt goes")
+    resume: bool = arg(False, "continue training from the checkpoint in --out-dir")
+    sample_only: bool = arg(False, "query the checkpoint in --out-dir without training")
+    # querying and evaluation
+    prompt: str = arg("def list true file return string", "query words; a:b::c is an analogy")
+    top_k: int = arg(8, "neighbours shown per query", "positive")
+    eval_vocab: int = arg(30000, "queries and analogies search the most frequent words only",
+                          "positive")
+    analogies: str = arg("", "questions-words.txt-style file: report analogy accuracy")
+    similarity: str = arg("", "'word word score' lines: report Spearman correlation")
+    export: str = arg("", "write the vectors to this file in word2vec text format")
+
+    def __post_init__(self):  # refuse impossible values before any work is done
+        for f in dataclasses.fields(self):
+            value, rule = getattr(self, f.name), f.metadata["must_be"]
+            if rule == "positive" and not value > 0 or rule == "non-negative" and not value >= 0:
+                raise BadInput(f"--{f.name.replace('_', '-')} must be {rule}, got {value}")
+        if not self.lr:
+            self.lr = 0.05 if self.cbow else 0.025  # word2vec.c's -alpha defaults
+
+
+MODEL_ARGS = ("dim",)  # what a checkpoint fixes
+
 
 def pick_device(name):
     if not name:
