@@ -38,133 +38,9 @@ import sys
 import sysconfig
 import time
 
-import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-
-SCRIPT = "mlp"  # written into checkpoints, so that a sibling script refuses this one's
-
-
-# ----------------------------------------------------------------------------- config
-
-class BadInput(ValueError):
-    """Input we refuse: main() prints it as one line and exits with status 2."""
-
-
-def arg(default, help, must_be=None):
-    """A config field: its default, its --help text, and "positive" or "non-negative" if so."""
-    return dataclasses.field(default=default, metadata={"help": help, "must_be": must_be})
-
-
-@dataclasses.dataclass
-class Config:
-    # data
-    data: str = arg("", "UTF-8 text file to train on; empty: the Python standard library's source")
-    # model
-    block_size: int = arg(16, "characters of context each prediction sees (N)", "positive")
-    n_embd: int = arg(24, "size of a character's embedding", "positive")
-    n_hidden: int = arg(512, "size of the tanh hidden layer h", "positive")
-    # optimization
-    batch_size: int = arg(64, "windows per step", "positive")
-    lr: float = arg(3e-3, "Adam learning rate, decayed along a cosine to lr/10", "positive")
-    grad_clip: float = arg(1.0, "clip the gradient norm to this (0: off)", "non-negative")
-    max_steps: int = arg(4000, "optimizer steps in all", "positive")
-    eval_interval: int = arg(500, "steps between evaluations and checkpoints", "positive")
-    eval_steps: int = arg(20, "batches averaged per evaluation", "positive")
-    # system
-    device: str = arg("", "cpu, cuda, mps, ...; empty: the best one available")
-    seed: int = arg(1337, "seed for weights, batches and sampling")
-    out_dir: str = arg("out", "where the checkpoint <script>.pt goes")
-    resume: bool = arg(False, "continue training from the checkpoint in --out-dir")
-    sample_only: bool = arg(False, "sample from the checkpoint in --out-dir without training")
-    # sampling
-    prompt: str = arg("\n", "text the samples start from")
-    num_samples: int = arg(2, "samples to print", "non-negative")
-    max_new_tokens: int = arg(500, "characters per sample", "non-negative")
-    temperature: float = arg(0.8, "below 1: safer, above 1: wilder", "positive")
-    top_k: int = arg(0, "sample only among the k likeliest characters (0: all)", "non-negative")
-
-    def __post_init__(self):  # refuse impossible values before any work is done
-        for f in dataclasses.fields(self):
-            value, rule = getattr(self, f.name), f.metadata["must_be"]
-            if rule == "positive" and not value > 0 or rule == "non-negative" and not value >= 0:
-                raise BadInput(f"--{f.name.replace('_', '-')} must be {rule}, got {value}")
-
-
-MODEL_ARGS = ("block_size", "n_embd", "n_hidden")  # what a checkpoint fixes
-
-
-# ----------------------------------------------------------------------------- data
-
-SKIP = ("site-packages", "test", "tests", "idle_test")  # folders left out of the default corpus
-
-
-def stdlib_source():
-    """The default corpus, on every machine with Python: the standard library's .py files,
-    sorted by relative path, tests and site-packages left out, joined with newlines."""
-    root = sysconfig.get_paths()["stdlib"]
-    paths = []
-    for folder, subfolders, files in os.walk(root):
-        subfolders[:] = [d for d in subfolders if d not in SKIP]
-        paths += [os.path.relpath(os.path.join(folder, f), root)
-                  for f in files if f.endswith(".py")]
-    texts = []
-    for path in sorted(paths, key=lambda p: p.split(os.sep)):
-        with open(os.path.join(root, path), encoding="utf-8", errors="replace") as f:
-            texts.append(f.read())
-    return "\n".join(texts)
-
-
-def load_text(path=""):
-    """The UTF-8 text at `path`, or the default corpus if path is empty."""
-    if not path:
-        return stdlib_source()
-    try:
-        with open(path, "rb") as f:
-            raw = f.read()
-    except OSError as e:
-        raise BadInput(f"cannot read --data {path}: {e.strerror}") from None
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as e:
-        raise BadInput(f"--data {path} is not UTF-8 text (bad byte at offset {e.start})") from None
-    if not text:
-        raise BadInput(f"--data {path} is empty")
-    return text
-
-
-def encode(text, chars):
-    """Text -> LongTensor of ids: each character's position in the sorted vocabulary `chars`."""
-    unseen = sorted(set(text) - set(chars))
-    if unseen:
-        raise BadInput(f"characters not in the vocabulary: {''.join(unseen)!r}")
-    codes = np.frombuffer(text.encode("utf-32-le"), dtype=np.uint32)  # one code point a char
-    vocab = np.frombuffer(chars.encode("utf-32-le"), dtype=np.uint32)  # sorted, so searchable
-    return torch.from_numpy(np.searchsorted(vocab, codes))
-
-
-def decode(ids, chars):
-    return "".join(chars[i] for i in ids)
-
-
-def split(data, block_size):
-    """First 90% for training, last 10% for validation; each must hold one window + targets."""
-    n = int(0.9 * len(data))
-    splits = {"train": data[:n], "val": data[n:]}
-    for name, part in splits.items():
-        if len(part) < 2 * block_size:
-            raise BadInput(f"the {name} split has {len(part)} characters, fewer than 2 * block_size"
-                           f" = {2 * block_size}; give a longer text or a smaller --block-size")
-    return splits
-
-
-def get_batch(data, block_size, batch_size, device):
-    """batch_size random windows: inputs x (B,T+N-1) and targets y (B,T), T = N = block_size;
-    y[:, t] is the character after x[:, t:t+N], so every target has its full context."""
-    ix = torch.randint(len(data) - 2 * block_size + 1, (batch_size,))
-    chunk = data[ix[:, None] + torch.arange(2 * block_size)]  # (B,T+N)
-    return chunk[:, :-1].to(device), chunk[:, block_size:].to(device)
 
 
 # ----------------------------------------------------------------------------- model
@@ -181,10 +57,10 @@ class Linear(nn.Module):
     def __init__(self, in_features, out_features, bias=True):
         super().__init__()
         self.in_features, self.out_features = in_features, out_features
-        # as torch: kaiming_uniform_(a=sqrt(5)), i.e. U(-1/sqrt(in), 1/sqrt(in)) computed the
-        # same roundabout way, so that the same seed gives the same weights to the last bit
-        bound = math.sqrt(3.0) * math.sqrt(2.0 / (1 + math.sqrt(5) ** 2)) / math.sqrt(in_features)
-        self.weight = nn.Parameter(torch.empty(out_features, in_features).uniform_(-bound, bound))
+        # torch's init, U(-1/sqrt(in), 1/sqrt(in)) for both, drawn by the same calls, so that
+        # the same seed gives the same weights to the last bit
+        self.weight = nn.Parameter(torch.empty(out_features, in_features))
+        nn.init.kaiming_uniform_(self.weight, a=math.sqrt(5))
         bound = 1 / math.sqrt(in_features)
         b = nn.Parameter(torch.empty(out_features).uniform_(-bound, bound)) if bias else None
         self.register_parameter("bias", b)  # None without bias, as nn.Linear has it
@@ -254,6 +130,73 @@ class LanguageModel(nn.Module):
         add_grad(self.wte, torch.zeros_like(self.wte).index_add_(0, context.flatten(), demb))
 
 
+# ----------------------------------------------------------------------------- data
+
+SKIP = ("site-packages", "test", "tests", "idle_test")  # folders left out of the default corpus
+
+
+def stdlib_source():
+    """The default corpus, on every machine with Python: the standard library's .py files,
+    sorted by relative path, tests and site-packages left out, joined with newlines."""
+    root = sysconfig.get_paths()["stdlib"]
+    paths = []
+    for folder, subfolders, files in os.walk(root):
+        subfolders[:] = [d for d in subfolders if d not in SKIP]
+        paths += [os.path.relpath(os.path.join(folder, f), root)
+                  for f in files if f.endswith(".py")]
+    texts = []
+    for path in sorted(paths, key=lambda p: p.split(os.sep)):
+        with open(os.path.join(root, path), encoding="utf-8", errors="replace") as f:
+            texts.append(f.read())
+    return "\n".join(texts)
+
+
+def load_text(path=""):
+    """The UTF-8 text at `path`, or the default corpus if path is empty."""
+    if not path:
+        return stdlib_source()
+    try:
+        with open(path, "rb") as f:
+            text = f.read().decode("utf-8")
+    except OSError as e:
+        raise BadInput(f"cannot read --data {path}: {e.strerror}") from None
+    except UnicodeDecodeError as e:
+        raise BadInput(f"--data {path} is not UTF-8 text (bad byte at offset {e.start})") from None
+    require(text, f"--data {path} is empty")
+    return text
+
+
+def encode(text, chars):
+    """Text -> LongTensor of ids: each character's position in the sorted vocabulary `chars`."""
+    stoi = {c: i for i, c in enumerate(chars)}
+    unseen = sorted(set(text) - stoi.keys())
+    require(not unseen, f"characters not in the vocabulary: {''.join(unseen)!r}")
+    return torch.tensor([stoi[c] for c in text], dtype=torch.long)
+
+
+def decode(ids, chars):
+    return "".join(chars[i] for i in ids)
+
+
+def split(data, block_size):
+    """First 90% for training, last 10% for validation; each must hold one window + targets."""
+    n = int(0.9 * len(data))
+    splits = {"train": data[:n], "val": data[n:]}
+    for name, part in splits.items():
+        require(len(part) >= 2 * block_size,
+                f"the {name} split has {len(part)} characters, fewer than 2 * block_size"
+                f" = {2 * block_size}; give a longer text or a smaller --block-size")
+    return splits
+
+
+def get_batch(data, block_size, batch_size, device):
+    """batch_size random windows: inputs x (B,T+N-1) and targets y (B,T), T = N = block_size;
+    y[:, t] is the character after x[:, t:t+N], so every target has its full context."""
+    ix = torch.randint(len(data) - 2 * block_size + 1, (batch_size,))
+    chunk = data[ix[:, None] + torch.arange(2 * block_size)]  # (B,T+N)
+    return chunk[:, :-1].to(device), chunk[:, block_size:].to(device)
+
+
 # ----------------------------------------------------------------------------- train
 
 @torch.no_grad()
@@ -281,6 +224,7 @@ def train(model, optimizer, data, cfg, step=0, save=None):
     can reach the weights. Returns the last evaluated losses."""
     device = next(model.parameters()).device
     start, losses = step, {}
+    resumed_at = step if step > 0 else None  # evaluated and saved by the run this one continues
     stop = []  # Ctrl-C lands here; the loop ends at the next step boundary, weights consistent
     handler = signal.signal(signal.SIGINT, lambda *_: stop.append(True))
     t0 = t_log = time.time()
@@ -288,25 +232,21 @@ def train(model, optimizer, data, cfg, step=0, save=None):
     try:
         while True:
             due = step % cfg.eval_interval == 0 or step == cfg.max_steps
-            if due and (step > start or step == 0):  # a resumed run has evaluated `start` already
+            evaluate = due and step != resumed_at
+            if evaluate:
                 losses = estimate_loss(model, data, cfg, device)
-                if not math.isfinite(losses["train"]):
-                    raise FloatingPointError(f"loss is {losses['train']} at step {step}; stopped,"
-                                             " the last good checkpoint is kept")
                 now = time.time()
                 chars = (step - step_log) * cfg.batch_size * cfg.block_size
                 eta = (now - t0) / (step - start) * (cfg.max_steps - step) if step > start else 0
                 print(f"step {step:5d} | train loss {losses['train']:.4f} | val loss"
                       f" {losses['val']:.4f} | {chars / (now - t_log) / 1e3:6.1f}k chars/s"
                       f" | {now - t0:4.0f}s elapsed, ETA {eta:4.0f}s", flush=True)
-                if save:
-                    save(step)
-                t_log, step_log = time.time(), step
+                t_log, step_log = now, step
+            if save and (evaluate or stop):
+                save(step)
             if step >= cfg.max_steps:
                 break
             if stop:
-                if save:
-                    save(step)
                 print(f"interrupted at step {step}; saved", flush=True)
                 raise KeyboardInterrupt
             for group in optimizer.param_groups:
@@ -314,7 +254,7 @@ def train(model, optimizer, data, cfg, step=0, save=None):
             x, y = get_batch(data["train"], cfg.block_size, cfg.batch_size, device)
             with torch.no_grad():  # no graph for autograd: model.backward() does the backprop
                 _, loss = model(x, y)
-            if not torch.isfinite(loss):
+            if not torch.isfinite(loss):  # the one check: weights change only after it
                 raise FloatingPointError(f"loss is {loss.item()} at step {step}; stopped, the last"
                                          " good checkpoint is kept")
             optimizer.zero_grad(set_to_none=True)
@@ -348,35 +288,116 @@ def sample(model, idx, max_new_tokens, temperature=1.0, top_k=0):
 
 # ----------------------------------------------------------------------------- main
 
+SCRIPT = "mlp"  # written into checkpoints, so that a sibling script refuses this one's
+MODEL_ARGS = ("block_size", "n_embd", "n_hidden")  # what a checkpoint fixes
+
+
+class BadInput(ValueError):
+    """Input we refuse: main() prints it as one line and exits with status 2."""
+
+
+def require(ok, message):
+    if not ok:
+        raise BadInput(message)
+
+
+def flag(name):
+    return "--" + name.replace("_", "-")
+
+
+def arg(default, help, must_be=None):
+    """A config field: its default, its --help text, and "positive" or "non-negative" if so."""
+    return dataclasses.field(default=default, metadata={"help": help, "must_be": must_be})
+
+
+@dataclasses.dataclass
+class Config:
+    # data
+    data: str = arg("", "UTF-8 text file to train on; empty: the Python standard library's source")
+    # model
+    block_size: int = arg(16, "characters of context each prediction sees (N)", "positive")
+    n_embd: int = arg(24, "size of a character's embedding", "positive")
+    n_hidden: int = arg(512, "size of the tanh hidden layer h", "positive")
+    # optimization
+    batch_size: int = arg(64, "windows per step", "positive")
+    lr: float = arg(3e-3, "Adam learning rate, decayed along a cosine to lr/10", "positive")
+    grad_clip: float = arg(1.0, "clip the gradient norm to this (0: off)", "non-negative")
+    max_steps: int = arg(4000, "optimizer steps in all", "positive")
+    eval_interval: int = arg(500, "steps between evaluations and checkpoints", "positive")
+    eval_steps: int = arg(20, "batches averaged per evaluation", "positive")
+    # system
+    device: str = arg("", "cpu, cuda, mps, ...; empty: the best one available")
+    seed: int = arg(1337, "seed for weights, batches and sampling")
+    out_dir: str = arg("out", "where the checkpoint <script>.pt goes")
+    resume: bool = arg(False, "continue training from the checkpoint in --out-dir")
+    sample_only: bool = arg(False, "sample from the checkpoint in --out-dir without training")
+    # sampling
+    prompt: str = arg("\n", "text the samples start from")
+    num_samples: int = arg(2, "samples to print", "non-negative")
+    max_new_tokens: int = arg(500, "characters per sample", "non-negative")
+    temperature: float = arg(0.8, "below 1: safer, above 1: wilder", "positive")
+    top_k: int = arg(0, "sample only among the k likeliest characters (0: all)", "non-negative")
+
+    def __post_init__(self):  # refuse impossible values before any work is done
+        for f in dataclasses.fields(self):
+            value, rule = getattr(self, f.name), f.metadata["must_be"]
+            if rule:
+                ok = value > 0 if rule == "positive" else value >= 0
+                require(ok, f"{flag(f.name)} must be {rule}, got {value}")
+
+
 def pick_device(name):
+    """The device called `name`, refused unless this machine has it; if name is empty, the
+    best one available: cuda, then mps, then cpu."""
+    available = {"cuda": torch.cuda.is_available(), "mps": torch.backends.mps.is_available()}
     if not name:
-        name = "cuda" if torch.cuda.is_available() else (
-            "mps" if torch.backends.mps.is_available() else "cpu")
+        name = "cuda" if available["cuda"] else "mps" if available["mps"] else "cpu"
     try:
-        return torch.device(name)
+        device = torch.device(name)
     except RuntimeError:
         raise BadInput(f"unknown --device {name!r}") from None
+    require(available.get(device.type, True), f"--device {name}: torch finds no {device.type}"
+            " device on this machine")
+    return device
+
+
+def rng_states(device):
+    """Every random generator the run draws from: the CPU's (weights, batches) and, on a GPU,
+    the GPU's (sampling), so that --resume goes on with the same draws."""
+    states = {"cpu": torch.get_rng_state()}
+    if device.type == "cuda":
+        states["cuda"] = torch.cuda.get_rng_state(device)
+    if device.type == "mps":
+        states["mps"] = torch.mps.get_rng_state(device)
+    return states
+
+
+def set_rng_states(states, device):
+    """Put back what rng_states() saved (a GPU's state saved on another kind: left as seeded)."""
+    torch.set_rng_state(states["cpu"])
+    if device.type == "cuda" and "cuda" in states:
+        torch.cuda.set_rng_state(states["cuda"], device)
+    if device.type == "mps" and "mps" in states:
+        torch.mps.set_rng_state(states["mps"], device)
 
 
 def load_checkpoint(path, cfg):
     """The checkpoint at `path`, checked to be this script's; its model shape goes into cfg,
     and a flag that asks for another shape is refused."""
-    if not os.path.exists(path):
-        raise BadInput(f"no checkpoint at {path}; train one first (or point --out-dir at it)")
+    require(os.path.exists(path), f"no checkpoint at {path}; train one first"
+            " (or point --out-dir at it)")
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:
         raise BadInput(f"{path} is not a readable checkpoint ({type(e).__name__})") from None
-    if not isinstance(ckpt, dict) or ckpt.get("script") != SCRIPT:
-        who = ckpt.get("script", "?") if isinstance(ckpt, dict) else "?"
-        raise BadInput(f"{path} is a checkpoint of {who}.py, not of {SCRIPT}.py")
+    who = ckpt.get("script", "?") if isinstance(ckpt, dict) else "?"
+    require(who == SCRIPT, f"{path} is a checkpoint of {who}.py, not of {SCRIPT}.py")
     for name in MODEL_ARGS:
         given, saved = getattr(cfg, name), ckpt["config"][name]
         asked = (name in cfg.flags_given if hasattr(cfg, "flags_given")
                  else given != getattr(Config, name))
-        if asked and given != saved:
-            raise BadInput(f"--{name.replace('_', '-')} {given} differs from the checkpoint's"
-                           f" {saved}")
+        require(not asked or given == saved,
+                f"{flag(name)} {given} differs from the checkpoint's {saved}")
         setattr(cfg, name, saved)
     return ckpt
 
@@ -392,12 +413,11 @@ def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     for f in dataclasses.fields(Config):
-        flag = "--" + f.name.replace("_", "-")
         if f.type is bool:
-            parser.add_argument(flag, action="store_true", default=argparse.SUPPRESS,
+            parser.add_argument(flag(f.name), action="store_true", default=argparse.SUPPRESS,
                                 help=f.metadata["help"])
         else:
-            parser.add_argument(flag, type=f.type, default=argparse.SUPPRESS,
+            parser.add_argument(flag(f.name), type=f.type, default=argparse.SUPPRESS,
                                 help=f"{f.metadata['help']} (default {f.default!r})")
     given = vars(parser.parse_args(argv))  # the flags on the command line, no others
     cfg = Config(**given)
@@ -428,9 +448,9 @@ def run(cfg):
     else:
         text = load_text(cfg.data)
         chars = "".join(sorted(set(text)))
-        if ckpt and ckpt["vocab"] != chars:
-            raise BadInput(f"this text's vocabulary differs from the checkpoint's; resume on the"
-                           f" text it was trained on ({ckpt['config']['data'] or 'the default'})")
+        require(not ckpt or ckpt["vocab"] == chars, "this text's vocabulary differs from the"
+                " checkpoint's; resume on the text it was trained on"
+                f" ({ckpt and ckpt['config']['data'] or 'the default'})")
         data = split(encode(text, chars), cfg.block_size)
     try:
         prompt = encode(cfg.prompt, chars)
@@ -447,7 +467,7 @@ def run(cfg):
         model.load_state_dict(ckpt["model"])
         optimizer.load_state_dict(ckpt["optimizer"])
         step = ckpt["step"]
-        torch.set_rng_state(ckpt["rng"])
+        set_rng_states(ckpt["rng"], device)
     n_params = sum(p.numel() for p in model.parameters())
     print(f"{SCRIPT}.py: {n_params / 1e6:.2f}M parameters, vocabulary {len(chars)}, on {device}")
     if not cfg.sample_only:
@@ -457,7 +477,7 @@ def run(cfg):
             save_checkpoint(path, {"script": SCRIPT, "config": dataclasses.asdict(cfg),
                                    "vocab": chars, "step": step, "model": model.state_dict(),
                                    "optimizer": optimizer.state_dict(),
-                                   "rng": torch.get_rng_state()})
+                                   "rng": rng_states(device)})
 
         train(model, optimizer, data, cfg, step, save)
     for _ in range(cfg.num_samples):
