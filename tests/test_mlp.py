@@ -1,4 +1,5 @@
 """mlp.py: its hand-written backward pass against autograd, its layers against torch's."""
+import itertools
 import shutil
 
 import pytest
@@ -44,16 +45,27 @@ def test_linear_matches_nn_linear_forward_and_backward(bias, shape):
     torch.testing.assert_close(ours.weight.grad, 2 * ref.weight.grad, rtol=0, atol=1e-10)
 
 
+@pytest.fixture
+def default_dtype():
+    """set_default_dtype(dtype) for the rest of the test."""
+    before = torch.get_default_dtype()
+    yield torch.set_default_dtype
+    torch.set_default_dtype(before)
+
+
 @pytest.mark.parametrize("bias", [True, False])
-def test_linear_state_dict_both_ways_and_same_init(bias):
-    for fan_in in (1, 3, 384):  # where 1/sqrt(fan_in) and torch's bound differ in the last bit
+def test_linear_state_dict_both_ways_and_same_init(bias, default_dtype):
+    # 1/sqrt(fan_in) and torch's bound differ in the last bit of a double for these fan-ins,
+    # which changes float64 draws (float32 draws round it away)
+    for dtype, fan_in in itertools.product((torch.float32, torch.float64), (1, 3, 384)):
+        default_dtype(dtype)
         torch.manual_seed(1)
         ref = nn.Linear(fan_in, 6, bias=bias)
         torch.manual_seed(1)
         ours = mlp.Linear(fan_in, 6, bias=bias)
         assert list(ours.state_dict()) == list(ref.state_dict())
         for name, value in ref.state_dict().items():  # same seed, same draws: nn.Linear's init
-            assert torch.equal(ours.state_dict()[name], value), (fan_in, name)
+            assert torch.equal(ours.state_dict()[name], value), (dtype, fan_in, name)
     torch.manual_seed(2)
     other = mlp.Linear(4, 6, bias=bias)
     ref = nn.Linear(4, 6, bias=bias)
@@ -250,6 +262,24 @@ def test_cli_refuses_impossible_settings(tiny_file, refused):
                         ("--batch-size", 0), ("--max-steps", 0), ("--lr", 0),
                         ("--temperature", 0), ("--top-k", -1)]:
         refused(mlp, "--data", tiny_file, flag, value, says=[flag, "must be"])
+
+
+def test_cli_refuses_a_device_this_machine_lacks(tiny_file, refused, monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # so on any machine
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
+    for device, kind in [("cuda", "cuda"), ("cuda:0", "cuda"), ("mps", "mps")]:
+        refused(mlp, "--data", tiny_file, "--device", device, *TINY,
+                says=[f"--device {device}: torch finds no {kind} device"])
+    refused(mlp, "--data", tiny_file, "--device", "gpu", says=["unknown --device 'gpu'"])
+
+
+@pytest.mark.parametrize("cuda, mps, best", [(True, True, "cuda"), (True, False, "cuda"),
+                                             (False, True, "mps"), (False, False, "cpu")])
+def test_device_by_default_is_cuda_then_mps_then_cpu(monkeypatch, cuda, mps, best):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: cuda)
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: mps)
+    assert mlp.pick_device("") == torch.device(best)
+    assert mlp.pick_device("cpu") == torch.device("cpu")  # asked for: taken as asked
 
 
 def test_cli_refuses_missing_foreign_or_other_shape_checkpoints(tmp_path, tiny_file, refused):
