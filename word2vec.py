@@ -133,21 +133,19 @@ def stdlib_source():
     return "\n".join(texts)
 
 
-def load_text(path=""):
-    """The UTF-8 text at `path`, or the default corpus if path is empty."""
+def load_text(path="", flag="data"):
+    """The UTF-8 text at `path` (given as --flag), or the default corpus if path is empty."""
     if not path:
         return stdlib_source()
     try:
-        with open(path, "rb") as f:
-            raw = f.read()
+        with open(path, encoding="utf-8") as f:
+            text = f.read()
     except OSError as e:
-        raise BadInput(f"cannot read --data {path}: {e.strerror}") from None
-    try:
-        text = raw.decode("utf-8")
+        raise BadInput(f"cannot read --{flag} {path}: {e.strerror}") from None
     except UnicodeDecodeError as e:
-        raise BadInput(f"--data {path} is not UTF-8 text (bad byte at offset {e.start})") from None
-    if not text:
-        raise BadInput(f"--data {path} is empty")
+        raise BadInput(f"--{flag} {path} is not UTF-8 text (bad byte at offset"
+                       f" {e.start})") from None
+    require(text, f"--{flag} {path} is empty")
     return text
 
 
@@ -167,10 +165,8 @@ def build_vocab(sentences, min_count):
     text always gives the same ids); returns (itos, counts)."""
     counts = collections.Counter(w for s in sentences for w in s)
     kept = sorted((w for w, n in counts.items() if n >= min_count), key=lambda w: (-counts[w], w))
-    if not kept:
-        raise BadInput(f"no word occurs --min-count {min_count} times"
-                       f" ({len(counts)} distinct words); give a longer text or a lower"
-                       " --min-count")
+    require(kept, f"no word occurs --min-count {min_count} times ({len(counts)} distinct"
+            " words); give a longer text or a lower --min-count")
     return kept, torch.tensor([counts[w] for w in kept], dtype=torch.float64)
 
 
@@ -213,7 +209,7 @@ def window_offsets(window):
     return torch.cat((torch.arange(-window, 0), torch.arange(1, window + 1)))
 
 
-def get_batch(ids, sent, centre, cfg, noise_cdf, device):
+def get_batch(ids, sent, centre, cfg, noise_p, device):
     """The centre words at positions `centre` (B,) with their windows: context ids (B,J), which
     slots count (B,J), targets (B,) and noise words (B,K). Each centre draws its window b from
     1..window; a slot counts if it lies within b, inside the corpus and in the same sentence."""
@@ -223,11 +219,7 @@ def get_batch(ids, sent, centre, cfg, noise_cdf, device):
     inside = (where >= 0) & (where < len(ids))
     where = where.clamp(0, len(ids) - 1)
     mask = inside & (offsets.abs() <= b) & (sent[where] == sent[centre, None])
-    # noise words by inverting the cumulative noise distribution (word2vec.c's unigram table
-    # does it with a lookup): a uniform draw in [0, total) lands in word w's share with
-    # probability p_w
-    u = torch.rand(len(centre) * cfg.negative, dtype=noise_cdf.dtype) * noise_cdf[-1]
-    noise = torch.searchsorted(noise_cdf, u, right=True).clamp(max=len(noise_cdf) - 1)
+    noise = torch.multinomial(noise_p, len(centre) * cfg.negative, replacement=True)
     batch = ids[where], mask, ids[centre], noise.view(len(centre), cfg.negative)
     return [t.to(device) for t in batch]
 
@@ -261,49 +253,41 @@ def train(model, corpus, counts, cfg, state=None, save=None, report=None):
     words} (pos: the next centre in the epoch's subsampled corpus). With cfg.workers > 1,
     that many threads each take ROUND batches and update the shared vectors without locks
     (Hogwild, as word2vec.c's threads do); one worker: every run the same. Every
-    eval_interval steps (rounded up to a round) and at the end:
-    log, call report() (it shows the prompt's neighbours) and save(state), if given. Ctrl-C
-    saves and raises KeyboardInterrupt; a non-finite loss raises FloatingPointError before it
-    can reach the weights. Returns the mean loss of the last stretch between evaluations."""
+    eval_interval steps (rounded up to a round), at the end and on Ctrl-C: log, call report()
+    (it shows the prompt's neighbours) and save(state), if given; then Ctrl-C raises
+    KeyboardInterrupt. A non-finite loss raises FloatingPointError before it can reach the
+    weights. Returns the mean loss of the last stretch between evaluations."""
     ids, sent = corpus
     device = next(model.parameters()).device
     state = dict(state or {"step": 0, "epoch": 0, "pos": 0, "words": 0})
-    keep_p, noise_cdf = keep_probability(counts, cfg.sample), noise_distribution(counts).cumsum(0)
+    keep_p, noise_p = keep_probability(counts, cfg.sample), noise_distribution(counts)
     total_words = cfg.epochs * len(ids)
+    max_steps = cfg.max_steps or math.inf  # 0: no limit
     start, loss_sum, terms, mean_loss = state["words"], 0.0, 0, float("nan")
     stop = []  # Ctrl-C lands here; the loop ends at the next step boundary, weights consistent
     handler = signal.signal(signal.SIGINT, lambda *_: stop.append(True))
-    threads = torch.get_num_threads()
+    threads, pool = torch.get_num_threads(), None
     if cfg.workers > 1:  # a core per worker: torch's own threads would only fight them
         torch.set_num_threads(1)
-    pool = concurrent.futures.ThreadPoolExecutor(cfg.workers) if cfg.workers > 1 else None
+        pool = concurrent.futures.ThreadPoolExecutor(cfg.workers)
     t0 = t_log = time.time()
     words_log = state["words"]
     try:
-        while state["epoch"] < cfg.epochs:
+        while state["epoch"] < cfg.epochs and state["step"] < max_steps:
             # the epoch's own generator: a resumed run redraws the same subsampled corpus
             g = torch.Generator().manual_seed(cfg.seed * 1000 + state["epoch"])
             kept, kept_sent, _ = subsample(ids, sent, keep_p, g)
             # centres in random order: neighbouring words repeat one another (above all in
             # code), and a step that sums many updates of the same rows would overshoot
             order = torch.randperm(len(kept), generator=g)
-            while state["pos"] < len(kept):
-                if cfg.max_steps and state["step"] >= cfg.max_steps:
-                    return mean_loss
-                if stop:
-                    if save:
-                        save(state)
-                    print(f"interrupted at step {state['step']}; saved", flush=True)
-                    raise KeyboardInterrupt
+            while state["pos"] < len(kept) and state["step"] < max_steps:
                 lr = get_lr(state["words"], total_words, cfg)
-                n_batches = cfg.workers * ROUND if pool else 1
-                if cfg.max_steps:
-                    n_batches = min(n_batches, cfg.max_steps - state["step"])
+                n_batches = min(cfg.workers * ROUND if pool else 1, max_steps - state["step"])
                 centres = order[state["pos"]:state["pos"] + n_batches * cfg.batch_size]
                 chunks = centres.split(cfg.batch_size)
 
                 def work(k):  # worker k: batches k, k + workers, ...; windows, noise words, SGD
-                    return [sgd_step(model, get_batch(kept, kept_sent, c, cfg, noise_cdf, device),
+                    return [sgd_step(model, get_batch(kept, kept_sent, c, cfg, noise_p, device),
                                      lr, cfg.cbow) for c in chunks[k::cfg.workers]]
 
                 results = sum(pool.map(work, range(cfg.workers)), []) if pool else work(0)
@@ -313,11 +297,12 @@ def train(model, corpus, counts, cfg, state=None, save=None, report=None):
                                                  " stopped, the last good checkpoint is kept")
                     loss_sum, terms = loss_sum + loss, terms + n
                 state["step"] += len(results)
-                state["pos"] = min(state["pos"] + len(centres), len(kept))
-                done = state["pos"] == len(kept)  # words read: the epoch's share done so far
+                state["pos"] += len(centres)
+                # words read: the epochs done, and the share of this one done so far
                 state["words"] = state["epoch"] * len(ids) + len(ids) * state["pos"] // len(kept)
-                last = state["step"] == cfg.max_steps or done and state["epoch"] == cfg.epochs - 1
-                if state["step"] % cfg.eval_interval < len(results) or last:
+                last = state["step"] == max_steps or state["words"] == total_words
+                # a multiple of eval_interval was passed in this round (or it is the end)
+                if state["step"] % cfg.eval_interval < len(results) or last or stop:
                     mean_loss = loss_sum / max(terms, 1)
                     now = time.time()
                     eta = (now - t0) / max(state["words"] - start, 1) * (
@@ -329,9 +314,13 @@ def train(model, corpus, counts, cfg, state=None, save=None, report=None):
                         report()
                     if save:
                         save(state)
+                    if stop:
+                        print(f"interrupted at step {state['step']}; saved", flush=True)
+                        raise KeyboardInterrupt
                     loss_sum, terms = 0.0, 0
                     t_log, words_log = time.time(), state["words"]
-            state["epoch"], state["pos"] = state["epoch"] + 1, 0
+            if state["pos"] == len(kept):
+                state["epoch"], state["pos"] = state["epoch"] + 1, 0
     finally:
         signal.signal(signal.SIGINT, handler)
         if pool:
@@ -348,12 +337,10 @@ def parse_queries(prompt, stoi, eval_vocab):
     queries = []
     for token in prompt.lower().split():
         words = token.replace("::", ":").split(":")
-        if len(words) not in (1, 3):
-            raise BadInput(f"--prompt query {token!r} is neither a word nor a:b::c")
+        require(len(words) in (1, 3), f"--prompt query {token!r} is neither a word nor a:b::c")
         for w in words:
-            if stoi.get(w, eval_vocab) >= eval_vocab:
-                raise BadInput(f"--prompt word {w!r} is not among the {min(eval_vocab, len(stoi))}"
-                               " most frequent words of the vocabulary")
+            require(stoi.get(w, eval_vocab) < eval_vocab, f"--prompt word {w!r} is not among the"
+                    f" {min(eval_vocab, len(stoi))} most frequent words of the vocabulary")
         queries.append([stoi[w] for w in words] * (3 // len(words)))
     return torch.tensor(queries, dtype=torch.long).view(-1, 3)
 
@@ -385,28 +372,18 @@ def show(model, queries, itos, cfg):
         print(f"  {name:>20} -> {' '.join(itos[i] for i in answers)}", flush=True)
 
 
-def read_lines(path, flag):
-    try:
-        with open(path, encoding="utf-8") as f:
-            return f.read().splitlines()
-    except (OSError, UnicodeDecodeError) as e:
-        why = getattr(e, "strerror", None) or e
-        raise BadInput(f"cannot read --{flag} {path}: {why}") from None
-
-
 def evaluate_analogies(model, path, stoi, eval_vocab=30000):
     """Top-1 accuracy on a questions-words.txt file (": section" headers, then "a b c d" lines),
     as word2vec.c's compute-accuracy: words lowercased, a question asked only if its four words
     are among the eval_vocab most frequent. Returns {section: [correct, asked, in file]}."""
     sections, questions, where = {}, [], []
-    for n, line in enumerate(read_lines(path, "analogies"), 1):
+    for n, line in enumerate(load_text(path, "analogies").splitlines(), 1):
         words = line.lower().split()
         if line.startswith(":"):
             sections[line[1:].strip()] = [0, 0, 0]
         elif words:
-            if len(words) != 4 or not sections:
-                raise BadInput(f"--analogies {path} line {n}: expected a ': section' header,"
-                               f" then four words a line, got {line!r}")
+            require(len(words) == 4 and sections, f"--analogies {path} line {n}: expected a"
+                    f" ': section' header, then four words a line, got {line!r}")
             name = next(reversed(sections))
             sections[name][2] += 1
             if all(stoi.get(w, eval_vocab) < eval_vocab for w in words):
@@ -453,7 +430,7 @@ def evaluate_similarity(model, path, stoi):
     space-separated, '#' comments skipped) and the cosine of the two words' vectors, over the
     pairs whose words are both in the vocabulary. Returns (rho, pairs used, pairs in file)."""
     pairs, scores, total = [], [], 0
-    for n, line in enumerate(read_lines(path, "similarity"), 1):
+    for n, line in enumerate(load_text(path, "similarity").splitlines(), 1):
         fields = line.lower().split()
         if not fields or fields[0].startswith("#"):
             continue
@@ -488,6 +465,12 @@ def export(model, itos, path):
 
 class BadInput(ValueError):
     """Input we refuse: main() prints it as one line and exits with status 2."""
+
+
+def require(ok, message):
+    """Refuse the input with `message` unless ok."""
+    if not ok:
+        raise BadInput(message)
 
 
 def arg(default, help, must_be=None):
@@ -536,8 +519,8 @@ class Config:
     def __post_init__(self):  # refuse impossible values before any work is done
         for f in dataclasses.fields(self):
             value, rule = getattr(self, f.name), f.metadata["must_be"]
-            if rule == "positive" and not value > 0 or rule == "non-negative" and not value >= 0:
-                raise BadInput(f"--{f.name.replace('_', '-')} must be {rule}, got {value}")
+            bad = rule == "positive" and not value > 0 or rule == "non-negative" and not value >= 0
+            require(not bad, f"--{f.name.replace('_', '-')} must be {rule}, got {value}")
         if not self.lr:
             self.lr = 0.05 if self.cbow else 0.025  # word2vec.c's -alpha defaults
 
@@ -546,34 +529,36 @@ MODEL_ARGS = ("dim",)  # what a checkpoint fixes
 
 
 def pick_device(name):
+    """--device, or the best one available: cuda, then mps, then cpu."""
+    available = {"cuda": torch.cuda.is_available(), "mps": torch.backends.mps.is_available()}
     if not name:
-        name = "cuda" if torch.cuda.is_available() else (
-            "mps" if torch.backends.mps.is_available() else "cpu")
+        name = "cuda" if available["cuda"] else "mps" if available["mps"] else "cpu"
     try:
-        return torch.device(name)
+        device = torch.device(name)
     except RuntimeError:
         raise BadInput(f"unknown --device {name!r}") from None
+    require(available.get(device.type, True),
+            f"--device {name}: this machine has no {device.type} device that torch can use")
+    return device
 
 
 def load_checkpoint(path, cfg):
     """The checkpoint at `path`, checked to be this script's; its model shape goes into cfg,
     and a flag that asks for another shape is refused."""
-    if not os.path.exists(path):
-        raise BadInput(f"no checkpoint at {path}; train one first (or point --out-dir at it)")
+    require(os.path.exists(path), f"no checkpoint at {path}; train one first (or point"
+            " --out-dir at it)")
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:
         raise BadInput(f"{path} is not a readable checkpoint ({type(e).__name__})") from None
-    if not isinstance(ckpt, dict) or ckpt.get("script") != SCRIPT:
-        who = ckpt.get("script", "?") if isinstance(ckpt, dict) else "?"
-        raise BadInput(f"{path} is a checkpoint of {who}.py, not of {SCRIPT}.py")
+    who = ckpt.get("script", "?") if isinstance(ckpt, dict) else "?"
+    require(who == SCRIPT, f"{path} is a checkpoint of {who}.py, not of {SCRIPT}.py")
     for name in MODEL_ARGS:
         given, saved = getattr(cfg, name), ckpt["config"][name]
         asked = (name in cfg.flags_given if hasattr(cfg, "flags_given")
                  else given != getattr(Config, name))
-        if asked and given != saved:
-            raise BadInput(f"--{name.replace('_', '-')} {given} differs from the checkpoint's"
-                           f" {saved}")
+        require(not asked or given == saved,
+                f"--{name.replace('_', '-')} {given} differs from the checkpoint's {saved}")
         setattr(cfg, name, saved)
     return ckpt
 

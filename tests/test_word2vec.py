@@ -159,8 +159,7 @@ def test_noise_distribution_is_unigram_to_the_three_quarters():
     cfg = w2v.Config(batch_size=20000, negative=5, window=2)
     ids = torch.zeros(20000, dtype=torch.long)
     torch.manual_seed(5)
-    noise = w2v.get_batch(ids, torch.zeros_like(ids), torch.arange(20000), cfg, p.cumsum(0),
-                          "cpu")[3]
+    noise = w2v.get_batch(ids, torch.zeros_like(ids), torch.arange(20000), cfg, p, "cpu")[3]
     freq = torch.bincount(noise.flatten(), minlength=4) / noise.numel()
     torch.testing.assert_close(freq, p.float(), rtol=0, atol=0.005)
 
@@ -168,16 +167,16 @@ def test_noise_distribution_is_unigram_to_the_three_quarters():
 def test_dynamic_window_is_uniform_and_stays_inside_sentences():
     cfg = w2v.Config(batch_size=30000, window=3)
     ids = torch.arange(30000)
+    noise_p = torch.full((4,), 0.25)
     torch.manual_seed(6)
-    context, mask, targets, _ = w2v.get_batch(ids, torch.zeros_like(ids), ids, cfg,
-                                              torch.ones(4).cumsum(0), "cpu")
+    context, mask, targets, _ = w2v.get_batch(ids, torch.zeros_like(ids), ids, cfg, noise_p, "cpu")
     b = mask[cfg.window:-cfg.window].sum(1) // 2  # each centre's window, away from the edges
     torch.testing.assert_close(torch.bincount(b, minlength=4)[1:] / len(b),
                                torch.full((3,), 1 / 3), rtol=0, atol=0.01)
     offsets = w2v.window_offsets(cfg.window)
     assert torch.equal(context[mask], (targets[:, None] + offsets).expand_as(mask)[mask])
     sent = torch.arange(30000) // 4  # sentences of 4 words: no slot may reach another
-    context, mask, targets, _ = w2v.get_batch(ids, sent, ids, cfg, torch.ones(4).cumsum(0), "cpu")
+    context, mask, targets, _ = w2v.get_batch(ids, sent, ids, cfg, noise_p, "cpu")
     assert mask.any() and torch.equal(sent[context[mask]],
                                       sent[targets[:, None].expand_as(mask)[mask]])
 
@@ -379,6 +378,8 @@ def test_cli_refuses_bad_input(tmp_path, planted_file, refused):
     refused(w2v, "--data", "nope.txt", says=["cannot read --data nope.txt"])
     (tmp_path / "empty.txt").write_text("")
     refused(w2v, "--data", "empty.txt", says=["is empty"])
+    (tmp_path / "latin1.txt").write_bytes("the caf\xe9 is open".encode("latin-1"))
+    refused(w2v, "--data", "latin1.txt", says=["not UTF-8 text (bad byte at offset 7)"])
     (tmp_path / "blank.txt").write_text(" \n\n  \t\n")
     refused(w2v, "--data", "blank.txt", says=["no word occurs", "0 distinct words"])
     refused(w2v, "--data", planted_file, *TINY, "--min-count", 10 ** 6,
@@ -409,3 +410,23 @@ def test_cli_refuses_bad_eval_files_and_foreign_checkpoints(tmp_path, planted_fi
     (tmp_path / "s.txt").write_text("he she high\n")
     refused(w2v, "--sample-only", "--prompt", "he", "--similarity", "s.txt",
             says=["s.txt line 1", "word word score"])
+
+
+def no_accelerators(monkeypatch, cuda=False, mps=False):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: cuda)
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: mps)
+
+
+def test_device_is_the_best_available_cuda_then_mps_then_cpu(monkeypatch):
+    for cuda, mps, best in [(True, True, "cuda"), (False, True, "mps"), (False, False, "cpu")]:
+        no_accelerators(monkeypatch, cuda, mps)
+        assert w2v.pick_device("") == torch.device(best)
+        assert w2v.pick_device("cpu") == torch.device("cpu")
+
+
+def test_cli_refuses_a_device_this_machine_lacks(monkeypatch, planted_file, refused):
+    no_accelerators(monkeypatch)
+    for name, kind in [("cuda", "cuda"), ("cuda:0", "cuda"), ("mps", "mps")]:
+        refused(w2v, "--data", planted_file, *TINY, "--prompt", "he", "--device", name,
+                says=[f"--device {name}: this machine has no {kind} device"])
+    refused(w2v, "--data", planted_file, *TINY, "--device", "gpu", says=["unknown --device 'gpu'"])
