@@ -37,18 +37,361 @@ import sys
 import sysconfig
 import time
 
-import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+
+# ----------------------------------------------------------------------------- model
+
+class LayerNorm(nn.Module):
+    """torch.nn.LayerNorm over the last dimension, from tensor operations: same arguments,
+    parameter names and initialisation, so that state_dicts move between the two."""
+
+    fused = True  # torch's one kernel for the same (F.layer_norm); False: the lines below
+
+    def __init__(self, normalized_shape, eps=1e-5):
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(normalized_shape))
+        self.bias = nn.Parameter(torch.zeros(normalized_shape))
+
+    def forward(self, x):
+        if self.fused:  # the same result, fewer passes over x
+            return F.layer_norm(x, self.weight.shape, self.weight, self.bias, self.eps)
+        var, mean = torch.var_mean(x, dim=-1, keepdim=True, unbiased=False)  # biased, as torch
+        return (x - mean) * torch.rsqrt(var + self.eps) * self.weight + self.bias
+
+
+def causal_mask(T, S, device):
+    """(T,S) bool, True where query i, the (S-T+i)-th position, may look: keys 0..S-T+i."""
+    return torch.ones(T, S, dtype=torch.bool, device=device).tril(S - T)
+
+
+def attention(q, k, v, dropout=0.0):
+    """F.scaled_dot_product_attention(q, k, v, is_causal=True) written out, for q (...,T,hs)
+    being the last T of the S positions in k, v (...,S,hs); with S > T the mask is aligned
+    bottom-right, so that new queries see the cached keys."""
+    T, S = q.shape[-2], k.shape[-2]
+    att = q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])  # (...,T,S)
+    att = att.masked_fill(~causal_mask(T, S, q.device), float("-inf"))  # no look ahead
+    att = F.dropout(F.softmax(att, dim=-1), dropout)
+    return att @ v  # (...,T,hs)
+
+
+class CausalSelfAttention(nn.Module):
+    """Multi-head causal self-attention: nh heads of width hs = C/nh side by side."""
+
+    fused = True  # F.scaled_dot_product_attention; False: attention() above, the same result
+
+    def __init__(self, n_embd, n_head, dropout=0.0):
+        super().__init__()
+        self.n_head, self.dropout = n_head, dropout
+        self.c_attn = nn.Linear(n_embd, 3 * n_embd)  # q, k, v of all heads in one matmul
+        self.c_proj = nn.Linear(n_embd, n_embd)
+        self.resid_dropout = nn.Dropout(dropout)
+
+    def forward(self, x, kv=None):
+        """x (B,T,C); kv: the keys and values of the positions before x, or None. Returns
+        y (B,T,C) and the keys and values of all S positions, each (B,nh,S,hs)."""
+        B, T, C = x.shape
+        q, k, v = self.c_attn(x).split(C, dim=2)  # (B,T,C) each
+        q, k, v = (z.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)
+                   for z in (q, k, v))  # (B,nh,T,hs)
+        if kv is not None:
+            k, v = torch.cat((kv[0], k), dim=2), torch.cat((kv[1], v), dim=2)  # (B,nh,S,hs)
+        dropout = self.dropout if self.training else 0.0
+        if self.fused:  # the same in one kernel (flash attention where the device has it)
+            mask = None if kv is None else causal_mask(T, k.shape[2], x.device)
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout,
+                                               is_causal=kv is None)  # (B,nh,T,hs)
+        else:
+            y = attention(q, k, v, dropout)  # (B,nh,T,hs)
+        y = y.transpose(1, 2).reshape(B, T, C)  # (B,T,C): the heads side by side again
+        return self.resid_dropout(self.c_proj(y)), (k, v)
+
+
+class MLP(nn.Module):
+
+    def __init__(self, n_embd, dropout=0.0):
+        super().__init__()
+        self.c_fc = nn.Linear(n_embd, 4 * n_embd)
+        self.c_proj = nn.Linear(4 * n_embd, n_embd)
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, x):
+        h = F.gelu(self.c_fc(x), approximate="tanh")  # (B,T,4C): GPT-2's GELU
+        return self.dropout(self.c_proj(h))  # (B,T,C)
+
+
+class Block(nn.Module):
+    """A pre-LayerNorm Transformer block: each sublayer reads a normalised copy of x and adds
+    its output back, so the residual stream x itself is never normalised."""
+
+    def __init__(self, n_embd, n_head, dropout=0.0):
+        super().__init__()
+        self.ln_1 = LayerNorm(n_embd)
+        self.attn = CausalSelfAttention(n_embd, n_head, dropout)
+        self.ln_2 = LayerNorm(n_embd)
+        self.mlp = MLP(n_embd, dropout)
+
+    def forward(self, x, kv=None):
+        a, kv = self.attn(self.ln_1(x), kv)
+        x = x + a  # (B,T,C)
+        x = x + self.mlp(self.ln_2(x))  # (B,T,C)
+        return x, kv
+
+
+class GPT(nn.Module):
+    """Token and position embeddings -> n_layer blocks -> LayerNorm -> a head tied to the
+    token embedding: the logits of the next character."""
+
+    def __init__(self, vocab_size, block_size, n_embd, n_head, n_layer, dropout=0.0, fused=True):
+        super().__init__()
+        self.block_size = block_size
+        self.transformer = nn.ModuleDict(dict(
+            wte=nn.Embedding(vocab_size, n_embd),
+            wpe=nn.Embedding(block_size, n_embd),
+            drop=nn.Dropout(dropout),
+            h=nn.ModuleList(Block(n_embd, n_head, dropout) for _ in range(n_layer)),
+            ln_f=LayerNorm(n_embd)))
+        self.lm_head = nn.Linear(n_embd, vocab_size, bias=False)
+        self.transformer.wte.weight = self.lm_head.weight  # tied: one matrix reads and writes
+        for module in self.modules():  # GPT-2 init; LayerNorm keeps weight 1, bias 0
+            if isinstance(module, (nn.Linear, nn.Embedding)):
+                nn.init.normal_(module.weight, std=0.02)
+                if getattr(module, "bias", None) is not None:
+                    nn.init.zeros_(module.bias)
+        for name, p in self.named_parameters():  # each block adds 2 terms to the residual
+            if name.endswith("c_proj.weight"):  # stream: scaled so its variance stays put
+                nn.init.normal_(p, std=0.02 / math.sqrt(2 * n_layer))
+        for module in self.modules():  # fused: torch's kernels; False: the written-out code
+            if isinstance(module, (LayerNorm, CausalSelfAttention)):
+                module.fused = fused
+
+    def advance(self, idx, cache=None):
+        """Read idx (B,T) after the positions whose keys and values are in `cache` (a list, one
+        (k, v) a block; None: none): logits (B,T,V) and the cache including idx."""
+        start = 0 if cache is None else cache[0][0].shape[2]
+        if start + idx.shape[1] > self.block_size:
+            raise ValueError(f"{start + idx.shape[1]} positions, more than block_size"
+                             f" {self.block_size}; crop the context")
+        pos = torch.arange(start, start + idx.shape[1], device=idx.device)  # (T,)
+        x = self.transformer.drop(self.transformer.wte(idx) + self.transformer.wpe(pos))  # (B,T,C)
+        new_cache = []
+        for i, block in enumerate(self.transformer.h):
+            x, kv = block(x, None if cache is None else cache[i])  # (B,T,C)
+            new_cache.append(kv)
+        return self.lm_head(self.transformer.ln_f(x)), new_cache  # (B,T,V)
+
+    def forward(self, idx, targets=None):
+        logits, _ = self.advance(idx)
+        loss = None if targets is None else F.cross_entropy(logits.flatten(0, 1), targets.flatten())
+        return logits, loss
+
+
+# ----------------------------------------------------------------------------- data
+
+SKIP = ("site-packages", "test", "tests", "idle_test")  # folders left out of the default corpus
+
+
+def stdlib_source():
+    """The default corpus, on every machine with Python: the standard library's .py files,
+    sorted by relative path, tests and site-packages left out, joined with newlines."""
+    root = sysconfig.get_paths()["stdlib"]
+    paths = []
+    for folder, subfolders, files in os.walk(root):
+        subfolders[:] = [d for d in subfolders if d not in SKIP]
+        paths += [os.path.relpath(os.path.join(folder, f), root)
+                  for f in files if f.endswith(".py")]
+    texts = []
+    for path in sorted(paths, key=lambda p: p.split(os.sep)):
+        with open(os.path.join(root, path), encoding="utf-8", errors="replace") as f:
+            texts.append(f.read())
+    return "\n".join(texts)
+
+
+def load_text(path=""):
+    """The UTF-8 text at `path`, or the default corpus if path is empty."""
+    if not path:
+        return stdlib_source()
+    try:
+        with open(path, "rb") as f:
+            text = f.read().decode("utf-8")
+    except OSError as e:
+        raise BadInput(f"cannot read --data {path}: {e.strerror}") from None
+    except UnicodeDecodeError as e:
+        raise BadInput(f"--data {path} is not UTF-8 text (bad byte at offset {e.start})") from None
+    require(text, f"--data {path} is empty")
+    return text
+
+
+def encode(text, chars):
+    """Text -> LongTensor of ids: each character's position in the sorted vocabulary `chars`."""
+    stoi = {c: i for i, c in enumerate(chars)}
+    unseen = sorted(set(text) - stoi.keys())
+    require(not unseen, f"characters not in the vocabulary: {''.join(unseen)!r}")
+    return torch.tensor([stoi[c] for c in text], dtype=torch.long)
+
+
+def decode(ids, chars):
+    return "".join(chars[i] for i in ids)
+
+
+def split(data, block_size):
+    """First 90% for training, last 10% for validation; each must hold one window + target."""
+    n = int(0.9 * len(data))
+    splits = {"train": data[:n], "val": data[n:]}
+    for name, part in splits.items():
+        require(len(part) >= block_size + 1, f"the {name} split has {len(part)} characters, fewer"
+                f" than block_size + 1 = {block_size + 1}; give a longer text or a smaller"
+                " --block-size")
+    return splits
+
+
+def get_batch(data, block_size, batch_size, device):
+    """batch_size random windows: inputs x and targets y, x shifted by one character. (B,T)"""
+    ix = torch.randint(len(data) - block_size, (batch_size,))
+    chunk = data[ix[:, None] + torch.arange(block_size + 1)]  # (B,T+1)
+    return chunk[:, :-1].to(device), chunk[:, 1:].to(device)
+
+
+# ----------------------------------------------------------------------------- train
+
+def autocast(device):
+    """bf16 autocast on CUDA (matmuls in bf16, reductions in fp32); nothing elsewhere."""
+    if device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+@torch.no_grad()
+def estimate_loss(model, data, cfg, device):
+    """Mean loss over cfg.eval_steps random batches of each split."""
+    model.eval()
+    out = {}
+    for name, part in data.items():
+        with autocast(device):
+            losses = [model(*get_batch(part, cfg.block_size, cfg.batch_size, device))[1].item()
+                      for _ in range(cfg.eval_steps)]
+        out[name] = sum(losses) / len(losses)
+    model.train()
+    return out
+
+
+def make_optimizer(model, cfg):
+    """AdamW, decaying only the matrices (embeddings, weights); biases and LayerNorm gains are
+    left alone. betas (0.9, 0.99): beta2 below the usual 0.999, as small char-level runs use."""
+    params = list(model.parameters())
+    groups = [{"params": [p for p in params if p.dim() >= 2], "weight_decay": cfg.weight_decay},
+              {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0}]
+    return torch.optim.AdamW(groups, lr=cfg.lr, betas=(0.9, 0.99))
+
+
+def get_lr(step, cfg):
+    """Linear warmup over cfg.warmup_steps, then cosine decay to cfg.lr / 10 at cfg.max_steps."""
+    if step < cfg.warmup_steps:
+        return cfg.lr * (step + 1) / (cfg.warmup_steps + 1)
+    progress = (step - cfg.warmup_steps) / max(cfg.max_steps - cfg.warmup_steps, 1)
+    return cfg.lr * (0.55 + 0.45 * math.cos(math.pi * min(progress, 1.0)))
+
+
+def train(model, optimizer, data, cfg, step=0, save=None):
+    """Train from `step` to cfg.max_steps on data = {"train": ids, "val": ids}. A fresh run
+    evaluates the untrained model first; then every eval_interval steps and at the end: evaluate,
+    log, save(step). Ctrl-C saves and raises KeyboardInterrupt; a non-finite loss raises
+    FloatingPointError before it can reach the weights. Returns the last evaluated losses."""
+    device = next(model.parameters()).device
+    save = save or (lambda step: None)
+    start, losses = step, {}
+    t0 = t_log = time.time()
+    step_log = step
+
+    def report(step):  # evaluate, log, save
+        nonlocal losses, t_log, step_log
+        losses = estimate_loss(model, data, cfg, device)
+        now = time.time()
+        chars = (step - step_log) * cfg.batch_size * cfg.block_size
+        eta = (now - t0) / (step - start) * (cfg.max_steps - step) if step > start else 0
+        print(f"step {step:5d} | train loss {losses['train']:.4f} | val loss"
+              f" {losses['val']:.4f} | {chars / (now - t_log) / 1e3:6.1f}k chars/s"
+              f" | {now - t0:4.0f}s elapsed, ETA {eta:4.0f}s", flush=True)
+        save(step)
+        t_log, step_log = time.time(), step
+
+    stop = []  # Ctrl-C lands here; the loop ends at the next step boundary, weights consistent
+    handler = signal.signal(signal.SIGINT, lambda *_: stop.append(True))
+    try:
+        if step == 0:
+            report(step)  # the untrained model, once: a resumed run does not report its start
+        while step < cfg.max_steps:
+            if stop:
+                save(step)
+                print(f"interrupted at step {step}; saved", flush=True)
+                raise KeyboardInterrupt
+            for group in optimizer.param_groups:
+                group["lr"] = get_lr(step, cfg)
+            x, y = get_batch(data["train"], cfg.block_size, cfg.batch_size, device)
+            optimizer.zero_grad(set_to_none=True)
+            with autocast(device):
+                _, loss = model(x, y)
+            loss.backward()
+            # the gradient's norm, clipped to grad_clip (0: measured only): a NaN or inf in the
+            # loss makes it non-finite, so this one check stops before the weights change
+            norm = nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip or math.inf)
+            if not torch.isfinite(norm):
+                raise FloatingPointError(f"loss or gradient not finite at step {step}; stopped,"
+                                         " the last good checkpoint is kept")
+            optimizer.step()
+            step += 1
+            if step % cfg.eval_interval == 0 or step == cfg.max_steps:
+                report(step)
+    finally:
+        signal.signal(signal.SIGINT, handler)
+    return losses
+
+
+# ----------------------------------------------------------------------------- sample
+
+@torch.no_grad()
+def sample(model, idx, max_new_tokens, temperature=1.0, top_k=0, use_cache=True):
+    """Continue each row of idx (B,T) by max_new_tokens characters, reading the last block_size.
+    The keys and values read so far are cached, so each new character costs one position; once
+    the context is full, the window slides and every position in it changes, so (learned
+    positions) the cache is rebuilt from the cropped window: exactly what no cache gives."""
+    model.eval()
+    logits, cache = model.advance(idx[:, -model.block_size:])
+    for _ in range(max_new_tokens):
+        logits = logits[:, -1, :] / temperature  # (B,V)
+        if top_k:
+            kth = torch.topk(logits, min(top_k, logits.shape[-1])).values[:, [-1]]
+            logits = logits.masked_fill(logits < kth, float("-inf"))
+        idx_next = torch.multinomial(F.softmax(logits, dim=-1), num_samples=1)  # (B,1)
+        idx = torch.cat((idx, idx_next), dim=1)
+        if use_cache and cache[0][0].shape[2] < model.block_size:
+            logits, cache = model.advance(idx_next, cache)
+        else:
+            logits, cache = model.advance(idx[:, -model.block_size:])
+    return idx
+
+
+# ----------------------------------------------------------------------------- main
+
 SCRIPT = "gpt"  # written into checkpoints, so that a sibling script refuses this one's
+MODEL_ARGS = ("block_size", "n_embd", "n_head", "n_layer")  # what a checkpoint fixes
 
-
-# ----------------------------------------------------------------------------- config
 
 class BadInput(ValueError):
     """Input we refuse: main() prints it as one line and exits with status 2."""
+
+
+def require(ok, message):
+    if not ok:
+        raise BadInput(message)
+
+
+def flag(name):
+    return "--" + name.replace("_", "-")
 
 
 def arg(default, help, must_be=None):
@@ -95,381 +438,46 @@ class Config:
     def __post_init__(self):  # refuse impossible values before any work is done
         for f in dataclasses.fields(self):
             value, rule = getattr(self, f.name), f.metadata["must_be"]
-            if rule == "positive" and not value > 0 or rule == "non-negative" and not value >= 0:
-                raise BadInput(f"--{f.name.replace('_', '-')} must be {rule}, got {value}")
-        if self.n_embd % self.n_head:
-            raise BadInput(f"--n-embd {self.n_embd} must be divisible by --n-head {self.n_head}")
-        if not self.dropout < 1:
-            raise BadInput(f"--dropout must be below 1, got {self.dropout}")
-        if self.kernels not in ("fused", "written"):
-            raise BadInput(f"--kernels must be fused or written, got {self.kernels!r}")
-
-
-MODEL_ARGS = ("block_size", "n_embd", "n_head", "n_layer")  # what a checkpoint fixes
-
-
-# ----------------------------------------------------------------------------- data
-
-SKIP = ("site-packages", "test", "tests", "idle_test")  # folders left out of the default corpus
-
-
-def stdlib_source():
-    """The default corpus, on every machine with Python: the standard library's .py files,
-    sorted by relative path, tests and site-packages left out, joined with newlines."""
-    root = sysconfig.get_paths()["stdlib"]
-    paths = []
-    for folder, subfolders, files in os.walk(root):
-        subfolders[:] = [d for d in subfolders if d not in SKIP]
-        paths += [os.path.relpath(os.path.join(folder, f), root)
-                  for f in files if f.endswith(".py")]
-    texts = []
-    for path in sorted(paths, key=lambda p: p.split(os.sep)):
-        with open(os.path.join(root, path), encoding="utf-8", errors="replace") as f:
-            texts.append(f.read())
-    return "\n".join(texts)
-
-
-def load_text(path=""):
-    """The UTF-8 text at `path`, or the default corpus if path is empty."""
-    if not path:
-        return stdlib_source()
-    try:
-        with open(path, "rb") as f:
-            raw = f.read()
-    except OSError as e:
-        raise BadInput(f"cannot read --data {path}: {e.strerror}") from None
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as e:
-        raise BadInput(f"--data {path} is not UTF-8 text (bad byte at offset {e.start})") from None
-    if not text:
-        raise BadInput(f"--data {path} is empty")
-    return text
-
-
-def encode(text, chars):
-    """Text -> LongTensor of ids: each character's position in the sorted vocabulary `chars`."""
-    unseen = sorted(set(text) - set(chars))
-    if unseen:
-        raise BadInput(f"characters not in the vocabulary: {''.join(unseen)!r}")
-    codes = np.frombuffer(text.encode("utf-32-le"), dtype=np.uint32)  # one code point a char
-    vocab = np.frombuffer(chars.encode("utf-32-le"), dtype=np.uint32)  # sorted, so searchable
-    return torch.from_numpy(np.searchsorted(vocab, codes))
-
-
-def decode(ids, chars):
-    return "".join(chars[i] for i in ids)
-
-
-def split(data, block_size):
-    """First 90% for training, last 10% for validation; each must hold one window + target."""
-    n = int(0.9 * len(data))
-    splits = {"train": data[:n], "val": data[n:]}
-    for name, part in splits.items():
-        if len(part) < block_size + 1:
-            raise BadInput(f"the {name} split has {len(part)} characters, fewer than block_size + 1"
-                           f" = {block_size + 1}; give a longer text or a smaller --block-size")
-    return splits
-
-
-def get_batch(data, block_size, batch_size, device):
-    """batch_size random windows: inputs x and targets y, x shifted by one character. (B,T)"""
-    ix = torch.randint(len(data) - block_size, (batch_size,))
-    chunk = data[ix[:, None] + torch.arange(block_size + 1)]  # (B,T+1)
-    return chunk[:, :-1].to(device), chunk[:, 1:].to(device)
-
-
-# ----------------------------------------------------------------------------- model
-
-class LayerNorm(nn.Module):
-    """torch.nn.LayerNorm over the last dimension, from tensor operations: same arguments,
-    parameter names and initialisation, so that state_dicts move between the two. fused: the
-    same in torch's one kernel (F.layer_norm), fewer passes over x."""
-
-    def __init__(self, normalized_shape, eps=1e-5, fused=False):
-        super().__init__()
-        self.eps, self.fused = eps, fused
-        self.weight = nn.Parameter(torch.ones(normalized_shape))
-        self.bias = nn.Parameter(torch.zeros(normalized_shape))
-
-    def forward(self, x):
-        if self.fused:
-            return F.layer_norm(x, self.weight.shape, self.weight, self.bias, self.eps)
-        var, mean = torch.var_mean(x, dim=-1, keepdim=True, unbiased=False)  # biased, as torch
-        return (x - mean) * torch.rsqrt(var + self.eps) * self.weight + self.bias
-
-
-def causal_mask(T, S, device):
-    """(T,S) bool, True where query i, the (S-T+i)-th position, may look: keys 0..S-T+i."""
-    return torch.ones(T, S, dtype=torch.bool, device=device).tril(S - T)
-
-
-def attention(q, k, v, dropout=0.0):
-    """F.scaled_dot_product_attention(q, k, v, is_causal=True) written out, for q (...,T,hs)
-    being the last T of the S positions in k, v (...,S,hs); with S > T the mask is aligned
-    bottom-right, so that new queries see the cached keys."""
-    T, S = q.shape[-2], k.shape[-2]
-    att = q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])  # (...,T,S)
-    att = att.masked_fill(~causal_mask(T, S, q.device), float("-inf"))  # no look ahead
-    att = F.dropout(F.softmax(att, dim=-1), dropout)
-    return att @ v  # (...,T,hs)
-
-
-class CausalSelfAttention(nn.Module):
-    """Multi-head causal self-attention: nh heads of width hs = C/nh side by side."""
-
-    def __init__(self, n_embd, n_head, dropout=0.0, fused=True):
-        super().__init__()
-        self.n_head, self.dropout, self.fused = n_head, dropout, fused
-        self.c_attn = nn.Linear(n_embd, 3 * n_embd)  # q, k, v of all heads in one matmul
-        self.c_proj = nn.Linear(n_embd, n_embd)
-        self.resid_dropout = nn.Dropout(dropout)
-
-    def forward(self, x, kv=None):
-        """x (B,T,C); kv: the keys and values of the positions before x, or None. Returns
-        y (B,T,C) and the keys and values of all S positions, each (B,nh,S,hs)."""
-        B, T, C = x.shape
-        q, k, v = self.c_attn(x).split(C, dim=2)  # (B,T,C) each
-        q, k, v = (z.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)
-                   for z in (q, k, v))  # (B,nh,T,hs)
-        if kv is not None:
-            k, v = torch.cat((kv[0], k), dim=2), torch.cat((kv[1], v), dim=2)  # (B,nh,S,hs)
-        dropout = self.dropout if self.training else 0.0
-        if self.fused:  # the same in one kernel (flash attention where the device has it)
-            mask = None if kv is None else causal_mask(T, k.shape[2], x.device)
-            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout,
-                                               is_causal=kv is None)  # (B,nh,T,hs)
-        else:
-            y = attention(q, k, v, dropout)  # (B,nh,T,hs)
-        y = y.transpose(1, 2).reshape(B, T, C)  # (B,T,C): the heads side by side again
-        return self.resid_dropout(self.c_proj(y)), (k, v)
-
-
-class MLP(nn.Module):
-
-    def __init__(self, n_embd, dropout=0.0):
-        super().__init__()
-        self.c_fc = nn.Linear(n_embd, 4 * n_embd)
-        self.c_proj = nn.Linear(4 * n_embd, n_embd)
-        self.dropout = nn.Dropout(dropout)
-
-    def forward(self, x):
-        h = F.gelu(self.c_fc(x), approximate="tanh")  # (B,T,4C): GPT-2's GELU
-        return self.dropout(self.c_proj(h))  # (B,T,C)
-
-
-class Block(nn.Module):
-    """A pre-LayerNorm Transformer block: each sublayer reads a normalised copy of x and adds
-    its output back, so the residual stream x itself is never normalised."""
-
-    def __init__(self, n_embd, n_head, dropout=0.0, fused=True):
-        super().__init__()
-        self.ln_1 = LayerNorm(n_embd, fused=fused)
-        self.attn = CausalSelfAttention(n_embd, n_head, dropout, fused)
-        self.ln_2 = LayerNorm(n_embd, fused=fused)
-        self.mlp = MLP(n_embd, dropout)
-
-    def forward(self, x, kv=None):
-        a, kv = self.attn(self.ln_1(x), kv)
-        x = x + a  # (B,T,C)
-        x = x + self.mlp(self.ln_2(x))  # (B,T,C)
-        return x, kv
-
-
-class GPT(nn.Module):
-    """Token and position embeddings -> n_layer blocks -> LayerNorm -> a head tied to the
-    token embedding: the logits of the next character."""
-
-    def __init__(self, vocab_size, block_size, n_embd, n_head, n_layer, dropout=0.0, fused=True):
-        super().__init__()
-        self.block_size = block_size
-        self.transformer = nn.ModuleDict(dict(
-            wte=nn.Embedding(vocab_size, n_embd),
-            wpe=nn.Embedding(block_size, n_embd),
-            drop=nn.Dropout(dropout),
-            h=nn.ModuleList(Block(n_embd, n_head, dropout, fused) for _ in range(n_layer)),
-            ln_f=LayerNorm(n_embd, fused=fused)))
-        self.lm_head = nn.Linear(n_embd, vocab_size, bias=False)
-        self.transformer.wte.weight = self.lm_head.weight  # tied: one matrix reads and writes
-        for module in self.modules():  # GPT-2 init; LayerNorm keeps weight 1, bias 0
-            if isinstance(module, (nn.Linear, nn.Embedding)):
-                nn.init.normal_(module.weight, std=0.02)
-                if getattr(module, "bias", None) is not None:
-                    nn.init.zeros_(module.bias)
-        for name, p in self.named_parameters():  # each block adds 2 terms to the residual
-            if name.endswith("c_proj.weight"):  # stream: scaled so its variance stays put
-                nn.init.normal_(p, std=0.02 / math.sqrt(2 * n_layer))
-
-    def advance(self, idx, cache=None):
-        """Read idx (B,T) after the positions whose keys and values are in `cache` (a list, one
-        (k, v) a block; None: none): logits (B,T,V) and the cache including idx."""
-        start = 0 if cache is None else cache[0][0].shape[2]
-        if start + idx.shape[1] > self.block_size:
-            raise ValueError(f"{start + idx.shape[1]} positions, more than block_size"
-                             f" {self.block_size}; crop the context")
-        pos = torch.arange(start, start + idx.shape[1], device=idx.device)  # (T,)
-        x = self.transformer.drop(self.transformer.wte(idx) + self.transformer.wpe(pos))  # (B,T,C)
-        new_cache = []
-        for i, block in enumerate(self.transformer.h):
-            x, kv = block(x, None if cache is None else cache[i])  # (B,T,C)
-            new_cache.append(kv)
-        return self.lm_head(self.transformer.ln_f(x)), new_cache  # (B,T,V)
-
-    def forward(self, idx, targets=None):
-        logits, _ = self.advance(idx)
-        loss = None if targets is None else F.cross_entropy(logits.flatten(0, 1), targets.flatten())
-        return logits, loss
-
-
-# ----------------------------------------------------------------------------- train
-
-def autocast(device):
-    """bf16 autocast on CUDA (matmuls in bf16, reductions in fp32); nothing elsewhere."""
-    if device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    return contextlib.nullcontext()
-
-
-@torch.no_grad()
-def estimate_loss(model, data, cfg, device):
-    """Mean loss over cfg.eval_steps random batches of each split."""
-    model.eval()
-    out = {}
-    for name, part in data.items():
-        with autocast(device):
-            losses = [model(*get_batch(part, cfg.block_size, cfg.batch_size, device))[1].item()
-                      for _ in range(cfg.eval_steps)]
-        out[name] = sum(losses) / len(losses)
-    model.train()
-    return out
-
-
-def make_optimizer(model, cfg):
-    """AdamW, decaying only the matrices (embeddings, weights); biases and LayerNorm gains are
-    left alone. betas (0.9, 0.99): beta2 below the usual 0.999, as small char-level runs use."""
-    params = list(model.parameters())
-    groups = [{"params": [p for p in params if p.dim() >= 2], "weight_decay": cfg.weight_decay},
-              {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0}]
-    return torch.optim.AdamW(groups, lr=cfg.lr, betas=(0.9, 0.99))
-
-
-def get_lr(step, cfg):
-    """Linear warmup over cfg.warmup_steps, then cosine decay to cfg.lr / 10 at cfg.max_steps."""
-    if step < cfg.warmup_steps:
-        return cfg.lr * (step + 1) / (cfg.warmup_steps + 1)
-    progress = (step - cfg.warmup_steps) / max(cfg.max_steps - cfg.warmup_steps, 1)
-    return cfg.lr * (0.55 + 0.45 * math.cos(math.pi * min(progress, 1.0)))
-
-
-def train(model, optimizer, data, cfg, step=0, save=None):
-    """Train from `step` to cfg.max_steps on data = {"train": ids, "val": ids}. Every
-    eval_interval steps and at the end: evaluate, log, and call save(step) if given. Ctrl-C
-    saves and raises KeyboardInterrupt; a non-finite loss raises FloatingPointError before it
-    can reach the weights. Returns the last evaluated losses."""
-    device = next(model.parameters()).device
-    start, losses = step, {}
-    stop = []  # Ctrl-C lands here; the loop ends at the next step boundary, weights consistent
-    handler = signal.signal(signal.SIGINT, lambda *_: stop.append(True))
-    t0 = t_log = time.time()
-    step_log = step
-    try:
-        while True:
-            due = step % cfg.eval_interval == 0 or step == cfg.max_steps
-            if due and (step > start or step == 0):  # a resumed run has evaluated `start` already
-                losses = estimate_loss(model, data, cfg, device)
-                if not math.isfinite(losses["train"]):
-                    raise FloatingPointError(f"loss is {losses['train']} at step {step}; stopped,"
-                                             " the last good checkpoint is kept")
-                now = time.time()
-                chars = (step - step_log) * cfg.batch_size * cfg.block_size
-                eta = (now - t0) / (step - start) * (cfg.max_steps - step) if step > start else 0
-                print(f"step {step:5d} | train loss {losses['train']:.4f} | val loss"
-                      f" {losses['val']:.4f} | {chars / (now - t_log) / 1e3:6.1f}k chars/s"
-                      f" | {now - t0:4.0f}s elapsed, ETA {eta:4.0f}s", flush=True)
-                if save:
-                    save(step)
-                t_log, step_log = time.time(), step
-            if step >= cfg.max_steps:
-                break
-            if stop:
-                if save:
-                    save(step)
-                print(f"interrupted at step {step}; saved", flush=True)
-                raise KeyboardInterrupt
-            for group in optimizer.param_groups:
-                group["lr"] = get_lr(step, cfg)
-            x, y = get_batch(data["train"], cfg.block_size, cfg.batch_size, device)
-            with autocast(device):
-                _, loss = model(x, y)
-            if not torch.isfinite(loss):
-                raise FloatingPointError(f"loss is {loss.item()} at step {step}; stopped, the last"
-                                         " good checkpoint is kept")
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            if cfg.grad_clip:
-                nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-            optimizer.step()
-            step += 1
-    finally:
-        signal.signal(signal.SIGINT, handler)
-    return losses
-
-
-# ----------------------------------------------------------------------------- sample
-
-@torch.no_grad()
-def sample(model, idx, max_new_tokens, temperature=1.0, top_k=0, use_cache=True):
-    """Continue each row of idx (B,T) by max_new_tokens characters, reading the last block_size.
-    The keys and values read so far are cached, so each new character costs one position; once
-    the context is full, the window slides and every position in it changes, so (learned
-    positions) the cache is rebuilt from the cropped window: exactly what no cache gives."""
-    model.eval()
-    logits, cache = model.advance(idx[:, -model.block_size:])
-    for _ in range(max_new_tokens):
-        logits = logits[:, -1, :] / temperature  # (B,V)
-        if top_k:
-            kth = torch.topk(logits, min(top_k, logits.shape[-1])).values[:, [-1]]
-            logits = logits.masked_fill(logits < kth, float("-inf"))
-        idx_next = torch.multinomial(F.softmax(logits, dim=-1), num_samples=1)  # (B,1)
-        idx = torch.cat((idx, idx_next), dim=1)
-        if use_cache and cache[0][0].shape[2] < model.block_size:
-            logits, cache = model.advance(idx_next, cache)
-        else:
-            logits, cache = model.advance(idx[:, -model.block_size:])
-    return idx
-
-
-# ----------------------------------------------------------------------------- main
-
+            if rule:
+                ok = value > 0 if rule == "positive" else value >= 0
+                require(ok, f"{flag(f.name)} must be {rule}, got {value}")
+        require(self.n_embd % self.n_head == 0,
+                f"--n-embd {self.n_embd} must be divisible by --n-head {self.n_head}")
+        require(self.dropout < 1, f"--dropout must be below 1, got {self.dropout}")
+        require(self.kernels in ("fused", "written"),
+                f"--kernels must be fused or written, got {self.kernels!r}")
 def pick_device(name):
+    """The device called `name`, refused unless this machine has it; if name is empty, the
+    best one available: cuda, then mps, then cpu."""
+    available = {"cuda": torch.cuda.is_available(), "mps": torch.backends.mps.is_available()}
     if not name:
-        name = "cuda" if torch.cuda.is_available() else (
-            "mps" if torch.backends.mps.is_available() else "cpu")
+        name = "cuda" if available["cuda"] else "mps" if available["mps"] else "cpu"
     try:
-        return torch.device(name)
+        device = torch.device(name)
     except RuntimeError:
         raise BadInput(f"unknown --device {name!r}") from None
+    require(available.get(device.type, True), f"--device {name}: torch finds no {device.type}"
+            " device on this machine")
+    return device
 
 
 def load_checkpoint(path, cfg):
     """The checkpoint at `path`, checked to be this script's; its model shape goes into cfg,
     and a flag that asks for another shape is refused."""
-    if not os.path.exists(path):
-        raise BadInput(f"no checkpoint at {path}; train one first (or point --out-dir at it)")
+    require(os.path.exists(path), f"no checkpoint at {path}; train one first"
+            " (or point --out-dir at it)")
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:
         raise BadInput(f"{path} is not a readable checkpoint ({type(e).__name__})") from None
-    if not isinstance(ckpt, dict) or ckpt.get("script") != SCRIPT:
-        who = ckpt.get("script", "?") if isinstance(ckpt, dict) else "?"
-        raise BadInput(f"{path} is a checkpoint of {who}.py, not of {SCRIPT}.py")
+    who = ckpt.get("script", "?") if isinstance(ckpt, dict) else "?"
+    require(who == SCRIPT, f"{path} is a checkpoint of {who}.py, not of {SCRIPT}.py")
     for name in MODEL_ARGS:
         given, saved = getattr(cfg, name), ckpt["config"][name]
         asked = (name in cfg.flags_given if hasattr(cfg, "flags_given")
                  else given != getattr(Config, name))
-        if asked and given != saved:
-            raise BadInput(f"--{name.replace('_', '-')} {given} differs from the checkpoint's"
-                           f" {saved}")
+        require(not asked or given == saved,
+                f"{flag(name)} {given} differs from the checkpoint's {saved}")
         setattr(cfg, name, saved)
     return ckpt
 
@@ -485,12 +493,11 @@ def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     for f in dataclasses.fields(Config):
-        flag = "--" + f.name.replace("_", "-")
         if f.type is bool:
-            parser.add_argument(flag, action="store_true", default=argparse.SUPPRESS,
+            parser.add_argument(flag(f.name), action="store_true", default=argparse.SUPPRESS,
                                 help=f.metadata["help"])
         else:
-            parser.add_argument(flag, type=f.type, default=argparse.SUPPRESS,
+            parser.add_argument(flag(f.name), type=f.type, default=argparse.SUPPRESS,
                                 help=f"{f.metadata['help']} (default {f.default!r})")
     given = vars(parser.parse_args(argv))  # the flags on the command line, no others
     cfg = Config(**given)
@@ -521,16 +528,15 @@ def run(cfg):
     else:
         text = load_text(cfg.data)
         chars = "".join(sorted(set(text)))
-        if ckpt and ckpt["vocab"] != chars:
-            raise BadInput(f"this text's vocabulary differs from the checkpoint's; resume on the"
-                           f" text it was trained on ({ckpt['config']['data'] or 'the default'})")
+        require(not ckpt or ckpt["vocab"] == chars, "this text's vocabulary differs from the"
+                " checkpoint's; resume on the text it was trained on"
+                f" ({ckpt and ckpt['config']['data'] or 'the default'})")
         data = split(encode(text, chars), cfg.block_size)
     try:
         prompt = encode(cfg.prompt, chars)
     except BadInput as e:
         raise BadInput(f"--prompt has {e}") from None
-    if not len(prompt):
-        raise BadInput("--prompt is empty; give at least one character to start from")
+    require(len(prompt), "--prompt is empty; give at least one character to start from")
     model = GPT(len(chars), cfg.block_size, cfg.n_embd, cfg.n_head, cfg.n_layer, cfg.dropout,
                 fused=cfg.kernels == "fused").to(device)
     optimizer = make_optimizer(model, cfg)

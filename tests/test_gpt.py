@@ -20,16 +20,6 @@ TINY = ["--block-size", 16, "--n-embd", 16, "--n-head", 2, "--n-layer", 2, "--ba
 CHARS = "".join(sorted(set(TINY_TEXT)))
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny tensors gain nothing from a second thread, and on a busy machine two threads spend
-    most of their time waiting for each other (20x slower here): one thread for this file."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def tiny_model(dtype=torch.float64, seed=0, **kwargs):
     """A 2-block GPT on TINY_TEXT's vocabulary with random (not zero) biases and LayerNorm gains,
     so that every parameter matters in a comparison."""
@@ -76,7 +66,8 @@ def test_attention_of_new_queries_on_cached_keys_is_aligned_bottom_right():
 @pytest.mark.parametrize("fused", [False, True])
 def test_layernorm_matches_nn_layernorm_both_ways(fused):
     torch.manual_seed(0)
-    ref, ours = nn.LayerNorm(6).double(), gpt.LayerNorm(6, fused=fused).double()
+    ref, ours = nn.LayerNorm(6).double(), gpt.LayerNorm(6).double()
+    ours.fused = fused
     assert list(ours.state_dict()) == list(ref.state_dict()) and ours.eps == ref.eps
     for name, value in ref.state_dict().items():
         assert torch.equal(ours.state_dict()[name], value), name
@@ -125,13 +116,20 @@ def test_block_matches_nn_transformer_encoder_layer(fused):
                                    msg=name)
 
 
-def test_fused_path_equals_written_out_path():
+def test_fused_path_equals_written_out_path(monkeypatch):
     written = tiny_model(fused=False)
     fused = tiny_model(fused=True)
     fused.load_state_dict(written.state_dict(), strict=True)
     idx = torch.randint(len(CHARS), (3, 16))
     targets = torch.randint(len(CHARS), (3, 16))
-    (logits_w, loss_w), (logits_f, loss_f) = written(idx, targets), fused(idx, targets)
+    calls = []  # which code ran: the written-out attention, or torch's LayerNorm kernel
+    attention, layer_norm = gpt.attention, F.layer_norm
+    monkeypatch.setattr(gpt, "attention", lambda *a: calls.append("written") or attention(*a))
+    monkeypatch.setattr(F, "layer_norm", lambda *a: calls.append("fused") or layer_norm(*a))
+    logits_w, loss_w = written(idx, targets)
+    assert calls == ["written"] * 2  # one attention a block, LayerNorm written out too
+    logits_f, loss_f = fused(idx, targets)
+    assert calls == ["written"] * 2 + ["fused"] * 5  # 2 a block and ln_f
     torch.testing.assert_close(logits_f, logits_w, rtol=0, atol=1e-10)
     loss_w.backward(), loss_f.backward()
     assert_grads_close(fused, written)
@@ -251,7 +249,6 @@ def test_cached_sampling_equals_uncached_past_block_size(fused, prompt):
 # ----------------------------------------------------------------------------- the CLI
 
 def test_cli_trains_saves_and_samples(tmp_path, tiny_file, capsys, monkeypatch):
-    monkeypatch.setenv("OMP_NUM_THREADS", "1")  # see one_thread
     r = run_script("gpt.py", "--data", tiny_file, "--max-steps", 20, *TINY, cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     first = r.stdout.splitlines()[0]
@@ -260,7 +257,7 @@ def test_cli_trains_saves_and_samples(tmp_path, tiny_file, capsys, monkeypatch):
     ckpt = torch.load(tmp_path / "out" / "gpt.pt", weights_only=True)
     assert ckpt["script"] == "gpt" and ckpt["step"] == 20 and ckpt["vocab"] == CHARS
     assert set(ckpt["model"]) == set(gpt.GPT(len(CHARS), 16, 16, 2, 2).state_dict())
-    os.chdir(tmp_path)  # sample-only in-process; a prompt longer than the context is cropped
+    monkeypatch.chdir(tmp_path)  # sample-only in-process; a prompt past the context is cropped
     prompt = "def add(a, b):\n    return a + b\n"
     gpt.main(["--sample-only", "--prompt", prompt, "--max-new-tokens", "30"])
     out = capsys.readouterr().out
@@ -324,6 +321,24 @@ def test_cli_refuses_impossible_settings(tiny_file, refused):
             says=["--n-embd 10 must be divisible by --n-head 4"])
     refused(gpt, "--dropout", 1, says=["--dropout must be below 1"])
     refused(gpt, "--kernels", "flash", says=["--kernels must be fused or written"])
+
+
+def test_cli_refuses_a_device_this_machine_lacks(tiny_file, refused, monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # so on any machine
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
+    for device, kind in [("cuda", "cuda"), ("cuda:0", "cuda"), ("mps", "mps")]:
+        refused(gpt, "--data", tiny_file, "--device", device, *TINY,
+                says=[f"--device {device}: torch finds no {kind} device"])
+    refused(gpt, "--data", tiny_file, "--device", "gpu", says=["unknown --device 'gpu'"])
+
+
+@pytest.mark.parametrize("cuda, mps, best", [(True, True, "cuda"), (True, False, "cuda"),
+                                             (False, True, "mps"), (False, False, "cpu")])
+def test_device_by_default_is_cuda_then_mps_then_cpu(monkeypatch, cuda, mps, best):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: cuda)
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: mps)
+    assert gpt.pick_device("") == torch.device(best)
+    assert gpt.pick_device("cpu") == torch.device("cpu")  # asked for: taken as asked
 
 
 def test_cli_refuses_missing_or_foreign_checkpoints(tmp_path, tiny_file, refused):
