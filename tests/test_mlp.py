@@ -1,5 +1,6 @@
 """mlp.py: its hand-written backward pass against autograd, its layers against torch's."""
 import itertools
+import math
 import shutil
 
 import pytest
@@ -198,6 +199,56 @@ def test_sampling_is_reproducible_and_top_k_1_is_greedy():
     cfg, data, model = tiny_setup()
     prompt = mlp.encode("    def ", CHARS)[None]
     check_sampling(mlp, model, prompt)
+
+
+def test_learning_rate_follows_the_cosine_from_lr_to_lr_over_10():
+    cfg, data, model = tiny_setup(max_steps=20, eval_interval=20)
+    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+    used, step = [], optimizer.step
+
+    def recording_step(*args, **kwargs):
+        used.append(optimizer.param_groups[0]["lr"])
+        return step(*args, **kwargs)
+
+    optimizer.step = recording_step
+    mlp.train(model, optimizer, data, cfg)
+    # lr_s = lr/10 + (lr - lr/10) (1 + cos(pi s / max_steps)) / 2 at step s = 0, ..., 19
+    lr, lo = cfg.lr, cfg.lr / 10
+    expected = [lo + (lr - lo) * (1 + math.cos(math.pi * s / 20)) / 2 for s in range(20)]
+    assert used == pytest.approx(expected, rel=1e-12)
+    assert mlp.get_lr(20, cfg) == pytest.approx(lo) and mlp.get_lr(40, cfg) == pytest.approx(lo)
+
+
+class KnownLogits(nn.Module):
+    """A stand-in model whose next-character logits are always `logits` (V,)."""
+
+    block_size = 2
+
+    def __init__(self, logits):
+        super().__init__()
+        self.logits = logits
+
+    def forward(self, idx, targets=None):
+        B, T = idx.shape
+        return self.logits.expand(B, T - self.block_size + 1, -1), None
+
+
+@pytest.mark.parametrize("temperature, top_k", [(1.0, 0), (0.5, 0), (2.0, 0), (1.0, 2),
+                                                (0.7, 3), (1.5, 4), (1.0, 9)])
+def test_sampling_follows_temperature_and_top_k_by_their_definitions(temperature, top_k):
+    logits = torch.tensor([0.5, 2.0, -1.0, 1.0, 0.0])
+    n = 40_000  # rows drawn at once: a frequency is within ~0.0025 of its probability (1 sd)
+    torch.manual_seed(0)
+    drawn = mlp.sample(KnownLogits(logits), torch.zeros(n, 2, dtype=torch.long), 1,
+                       temperature=temperature, top_k=top_k)[:, -1]
+    freq = torch.bincount(drawn, minlength=5) / n
+    # p_i = exp(l_i / T) / sum_j exp(l_j / T) among the k largest logits l_i (k = 0: all), else 0
+    keep = torch.zeros(5, dtype=torch.bool)
+    keep[logits.argsort(descending=True)[:top_k or 5]] = True
+    p = torch.where(keep, torch.exp(logits / temperature), 0)
+    p = p / p.sum()
+    assert torch.equal(freq > 0, keep), (freq, p)
+    torch.testing.assert_close(freq, p, rtol=0, atol=0.012)
 
 
 # ----------------------------------------------------------------------------- the CLI
