@@ -5,10 +5,11 @@ Trained with backpropagation through time (Werbos 1990), left to autograd. One s
 
     h_t = tanh(x_t W_ih^T + b_ih + h_{t-1} W_hh^T + b_hh)
 
-The recurrent layer is a drop-in twin of its namesake in torch.nn (same arguments, shapes,
-parameter names and initialisation), written from tensor operations; `LanguageModel` puts a
-character embedding before it and a linear head after it. rnn.py, lstm.py and gru.py differ
-only in the cell (one step of the recurrence), the shape of its state, and max_steps.
+The recurrent layer is a twin of its namesake in torch.nn, written from tensor operations: the
+same shapes (batched or one unbatched sequence), parameter names and initialisation, with torch's
+bias, dropout and bidirectional at their defaults only. `LanguageModel` puts a character
+embedding before it and a linear head after it. rnn.py, lstm.py and gru.py differ only in the
+cell (one step of the recurrence), the shape of its state, and max_steps.
 
 Run `python rnn.py` to train on the Python standard library's source, then sample. Add
 `--data input.txt` to train on your own UTF-8 text, or `--sample-only --prompt "def "` to sample
@@ -26,7 +27,6 @@ import sys
 import sysconfig
 import time
 
-import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -34,10 +34,247 @@ import torch.nn.functional as F
 SCRIPT = "rnn"  # written into checkpoints, so that a sibling script refuses this one's
 
 
-# ----------------------------------------------------------------------------- config
+# ----------------------------------------------------------------------------- model
+
+def cell(xw, h, weight_hh, bias_hh):
+    """One step of the recurrence; xw = x_t W_ih^T + b_ih comes precomputed for every t."""
+    return torch.tanh(xw + F.linear(h, weight_hh, bias_hh))  # (B,H)
+
+
+class RNN(nn.Module):
+    """torch.nn.RNN (tanh) from tensor operations; its state h is (L,B,H), or (L,H) unbatched.
+    Same shapes, parameter names and initialisation, so that state_dicts move between the two.
+    Of torch's arguments it takes input_size, hidden_size, num_layers and batch_first; bias,
+    dropout and bidirectional only at their defaults, any other value is refused."""
+
+    gates = 1  # row blocks in weight_ih and weight_hh
+
+    def __init__(self, input_size, hidden_size, num_layers=1, *, batch_first=False, bias=True,
+                 dropout=0.0, bidirectional=False):
+        super().__init__()
+        if not bias or dropout or bidirectional:  # not written out: refused, not ignored
+            raise ValueError(f"{type(self).__name__} supports torch's bias=True, dropout=0 and"
+                             f" bidirectional=False only; got {bias=}, {dropout=},"
+                             f" {bidirectional=}")
+        self.input_size, self.hidden_size = input_size, hidden_size
+        self.num_layers, self.batch_first = num_layers, batch_first
+        G = self.gates * hidden_size
+        bound = 1 / math.sqrt(hidden_size)  # as torch: everything ~ U(-1/sqrt(H), 1/sqrt(H))
+        for k in range(num_layers):
+            fan_in = input_size if k == 0 else hidden_size
+            for name, shape in (("weight_ih", (G, fan_in)), ("weight_hh", (G, hidden_size)),
+                                ("bias_ih", (G,)), ("bias_hh", (G,))):
+                w = nn.Parameter(torch.empty(shape).uniform_(-bound, bound))
+                self.register_parameter(f"{name}_l{k}", w)
+
+    def forward(self, x, hx=None):
+        """x (T,B,C), (B,T,C) if batch_first, or one unbatched sequence (T,C); hx the initial
+        state, zeros if None. Returns output, the last layer's h_t for every t, (T,B,H),
+        (B,T,H) or (T,H) as x is; and the final state."""
+        batch_first = self.batch_first and x.dim() == 3  # as torch: a 2-D x is (T,C) always
+        if batch_first:
+            x = x.transpose(0, 1)
+        if hx is None:
+            hx = x.new_zeros(self.num_layers, *x.shape[1:-1], self.hidden_size)  # (L,B,H)
+        h_n = []
+        for k in range(self.num_layers):
+            w_ih, w_hh, b_ih, b_hh = (getattr(self, f"{name}_l{k}") for name in
+                                      ("weight_ih", "weight_hh", "bias_ih", "bias_hh"))
+            xw = x @ w_ih.t() + b_ih  # (T,B,G*H): the input projection, hoisted out of the loop
+            h = hx[k]
+            outputs = []
+            for xw_t in xw.unbind(0):
+                h = cell(xw_t, h, w_hh, b_hh)
+                outputs.append(h)
+            x = torch.stack(outputs)  # (T,B,H), the next layer's input
+            h_n.append(h)
+        output = x.transpose(0, 1) if batch_first else x
+        return output, torch.stack(h_n)
+
+
+class LanguageModel(nn.Module):
+    """Character embedding -> recurrent layer -> linear head: the next character's logits."""
+
+    def __init__(self, vocab_size, n_embd, n_hidden, n_layer):
+        super().__init__()
+        self.wte = nn.Embedding(vocab_size, n_embd)
+        self.rnn = RNN(n_embd, n_hidden, n_layer, batch_first=True)
+        self.lm_head = nn.Linear(n_hidden, vocab_size)
+
+    def advance(self, idx, state=None):
+        """Read idx (B,T) on from `state`: logits (B,T,V) and the state after the last step."""
+        x = self.wte(idx)  # (B,T,C)
+        h, state = self.rnn(x, state)  # (B,T,H)
+        return self.lm_head(h), state  # (B,T,V)
+
+    def forward(self, idx, targets=None):
+        logits, _ = self.advance(idx)
+        loss = None if targets is None else F.cross_entropy(logits.flatten(0, 1), targets.flatten())
+        return logits, loss
+
+
+# ----------------------------------------------------------------------------- data
+
+SKIP = ("site-packages", "test", "tests", "idle_test")  # folders left out of the default corpus
+
+
+def stdlib_source():
+    """The default corpus, on every machine with Python: the standard library's .py files,
+    sorted by path, tests and site-packages left out, joined with newlines."""
+    paths = []
+    for folder, subfolders, files in os.walk(sysconfig.get_paths()["stdlib"]):
+        subfolders[:] = [d for d in subfolders if d not in SKIP]
+        paths += [os.path.join(folder, f) for f in files if f.endswith(".py")]
+    texts = []
+    for path in sorted(paths, key=lambda p: p.split(os.sep)):  # folder by folder, not as strings
+        with open(path, encoding="utf-8", errors="replace") as f:
+            texts.append(f.read())
+    return "\n".join(texts)
+
+
+def load_text(path=""):
+    """The UTF-8 text at `path`, or the default corpus if path is empty."""
+    if not path:
+        return stdlib_source()
+    try:
+        with open(path, "rb") as f:
+            text = f.read().decode("utf-8")
+    except OSError as e:
+        raise BadInput(f"cannot read --data {path}: {e.strerror}") from None
+    except UnicodeDecodeError as e:
+        raise BadInput(f"--data {path} is not UTF-8 text (bad byte at offset {e.start})") from None
+    require(text, f"--data {path} is empty")
+    return text
+
+
+def encode(text, chars):
+    """Text -> LongTensor of ids: each character's position in the sorted vocabulary `chars`."""
+    unseen = sorted(set(text) - set(chars))
+    require(not unseen, f"characters not in the vocabulary: {''.join(unseen)!r}")
+    stoi = {c: i for i, c in enumerate(chars)}
+    return torch.tensor([stoi[c] for c in text], dtype=torch.long)
+
+
+def decode(ids, chars):
+    return "".join(chars[i] for i in ids)
+
+
+def split(data, block_size):
+    """First 90% for training, last 10% for validation; each must hold one window + target."""
+    n = int(0.9 * len(data))
+    splits = {"train": data[:n], "val": data[n:]}
+    for name, part in splits.items():
+        require(len(part) >= block_size + 1, f"the {name} split has {len(part)} characters, fewer"
+                f" than block_size + 1 = {block_size + 1}; give a longer text or a smaller"
+                " --block-size")
+    return splits
+
+
+def get_batch(data, block_size, batch_size, device):
+    """batch_size random windows: inputs x and targets y, x shifted by one character. (B,T)"""
+    ix = torch.randint(len(data) - block_size, (batch_size,))
+    chunk = data[ix[:, None] + torch.arange(block_size + 1)]  # (B,T+1)
+    return chunk[:, :-1].to(device), chunk[:, 1:].to(device)
+
+
+# ----------------------------------------------------------------------------- train
+
+@torch.no_grad()
+def estimate_loss(model, data, cfg, device):
+    """Mean loss over cfg.eval_steps random batches of each split."""
+    model.eval()
+    out = {}
+    for name, part in data.items():
+        losses = [model(*get_batch(part, cfg.block_size, cfg.batch_size, device))[1].item()
+                  for _ in range(cfg.eval_steps)]
+        out[name] = sum(losses) / len(losses)
+    model.train()
+    return out
+
+
+def get_lr(step, cfg):
+    """Cosine decay from cfg.lr at step 0 to cfg.lr / 10 at cfg.max_steps."""
+    return cfg.lr * (0.55 + 0.45 * math.cos(math.pi * min(step / cfg.max_steps, 1.0)))
+
+
+def train(model, optimizer, data, cfg, step=0, save=lambda step: None):
+    """Train from `step` to cfg.max_steps on data = {"train": ids, "val": ids}. At step 0, every
+    eval_interval steps and at the end: evaluate, log, and save(step). Ctrl-C saves and raises
+    KeyboardInterrupt; a non-finite loss raises FloatingPointError before it can reach the
+    weights. Returns the last evaluated losses."""
+    device = next(model.parameters()).device
+    start, t0 = step, time.time()
+
+    def evaluate(step):
+        losses = estimate_loss(model, data, cfg, device)
+        seconds = time.time() - t0
+        chars = (step - start) * cfg.batch_size * cfg.block_size  # trained on in this run
+        eta = seconds / (step - start) * (cfg.max_steps - step) if step > start else 0
+        print(f"step {step:5d} | train loss {losses['train']:.4f} | val loss {losses['val']:.4f}"
+              f" | {chars / seconds / 1e3:6.1f}k chars/s | {seconds:4.0f}s elapsed,"
+              f" ETA {eta:4.0f}s", flush=True)
+        save(step)
+        return losses
+
+    stop = []  # Ctrl-C lands here; the loop ends at the next step boundary, weights consistent
+    handler = signal.signal(signal.SIGINT, lambda *_: stop.append(True))
+    try:
+        # a resumed run starts where its checkpoint was saved: evaluated there, if it was due
+        losses = evaluate(step) if step == 0 else {}
+        while step < cfg.max_steps:
+            if stop:
+                save(step)
+                print(f"interrupted at step {step}; saved", flush=True)
+                raise KeyboardInterrupt
+            for group in optimizer.param_groups:
+                group["lr"] = get_lr(step, cfg)
+            x, y = get_batch(data["train"], cfg.block_size, cfg.batch_size, device)
+            _, loss = model(x, y)
+            if not torch.isfinite(loss):  # checked before backward, so it never reaches the weights
+                raise FloatingPointError(f"loss is {loss.item()} at step {step}; stopped, the last"
+                                         " good checkpoint is kept")
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if cfg.grad_clip:
+                nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+            optimizer.step()
+            step += 1
+            if step % cfg.eval_interval == 0 or step == cfg.max_steps:
+                losses = evaluate(step)
+    finally:
+        signal.signal(signal.SIGINT, handler)
+    return losses
+
+
+# ----------------------------------------------------------------------------- sample
+
+@torch.no_grad()
+def sample(model, idx, max_new_tokens, temperature=1.0, top_k=0):
+    """Continue each row of idx (B,T) by max_new_tokens characters. The recurrent state carries
+    the whole context, so each new character costs one step."""
+    model.eval()
+    logits, state = model.advance(idx)
+    for _ in range(max_new_tokens):
+        logits = logits[:, -1, :] / temperature  # (B,V)
+        if top_k:
+            kth = torch.topk(logits, min(top_k, logits.shape[-1])).values[:, [-1]]
+            logits = logits.masked_fill(logits < kth, float("-inf"))
+        idx_next = torch.multinomial(F.softmax(logits, dim=-1), num_samples=1)  # (B,1)
+        idx = torch.cat((idx, idx_next), dim=1)
+        logits, state = model.advance(idx_next, state)
+    return idx
+
+
+# ----------------------------------------------------------------------------- main
 
 class BadInput(ValueError):
     """Input we refuse: main() prints it as one line and exits with status 2."""
+
+
+def require(ok, message):
+    """Refuse the input, with `message`, unless ok."""
+    if not ok:
+        raise BadInput(message)
 
 
 def arg(default, help, must_be=None):
@@ -77,278 +314,64 @@ class Config:
     def __post_init__(self):  # refuse impossible values before any work is done
         for f in dataclasses.fields(self):
             value, rule = getattr(self, f.name), f.metadata["must_be"]
-            if rule == "positive" and not value > 0 or rule == "non-negative" and not value >= 0:
-                raise BadInput(f"--{f.name.replace('_', '-')} must be {rule}, got {value}")
+            if rule:
+                require(value > 0 if rule == "positive" else value >= 0,
+                        f"--{f.name.replace('_', '-')} must be {rule}, got {value}")
 
 
 MODEL_ARGS = ("n_embd", "n_hidden", "n_layer")  # what a checkpoint fixes
 
 
-# ----------------------------------------------------------------------------- data
-
-SKIP = ("site-packages", "test", "tests", "idle_test")  # folders left out of the default corpus
-
-
-def stdlib_source():
-    """The default corpus, on every machine with Python: the standard library's .py files,
-    sorted by relative path, tests and site-packages left out, joined with newlines."""
-    root = sysconfig.get_paths()["stdlib"]
-    paths = []
-    for folder, subfolders, files in os.walk(root):
-        subfolders[:] = [d for d in subfolders if d not in SKIP]
-        paths += [os.path.relpath(os.path.join(folder, f), root)
-                  for f in files if f.endswith(".py")]
-    texts = []
-    for path in sorted(paths, key=lambda p: p.split(os.sep)):
-        with open(os.path.join(root, path), encoding="utf-8", errors="replace") as f:
-            texts.append(f.read())
-    return "\n".join(texts)
-
-
-def load_text(path=""):
-    """The UTF-8 text at `path`, or the default corpus if path is empty."""
-    if not path:
-        return stdlib_source()
-    try:
-        with open(path, "rb") as f:
-            raw = f.read()
-    except OSError as e:
-        raise BadInput(f"cannot read --data {path}: {e.strerror}") from None
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as e:
-        raise BadInput(f"--data {path} is not UTF-8 text (bad byte at offset {e.start})") from None
-    if not text:
-        raise BadInput(f"--data {path} is empty")
-    return text
-
-
-def encode(text, chars):
-    """Text -> LongTensor of ids: each character's position in the sorted vocabulary `chars`."""
-    unseen = sorted(set(text) - set(chars))
-    if unseen:
-        raise BadInput(f"characters not in the vocabulary: {''.join(unseen)!r}")
-    codes = np.frombuffer(text.encode("utf-32-le"), dtype=np.uint32)  # one code point a char
-    vocab = np.frombuffer(chars.encode("utf-32-le"), dtype=np.uint32)  # sorted, so searchable
-    return torch.from_numpy(np.searchsorted(vocab, codes))
-
-
-def decode(ids, chars):
-    return "".join(chars[i] for i in ids)
-
-
-def split(data, block_size):
-    """First 90% for training, last 10% for validation; each must hold one window + target."""
-    n = int(0.9 * len(data))
-    splits = {"train": data[:n], "val": data[n:]}
-    for name, part in splits.items():
-        if len(part) < block_size + 1:
-            raise BadInput(f"the {name} split has {len(part)} characters, fewer than block_size + 1"
-                           f" = {block_size + 1}; give a longer text or a smaller --block-size")
-    return splits
-
-
-def get_batch(data, block_size, batch_size, device):
-    """batch_size random windows: inputs x and targets y, x shifted by one character. (B,T)"""
-    ix = torch.randint(len(data) - block_size, (batch_size,))
-    chunk = data[ix[:, None] + torch.arange(block_size + 1)]  # (B,T+1)
-    return chunk[:, :-1].to(device), chunk[:, 1:].to(device)
-
-
-# ----------------------------------------------------------------------------- model
-
-def cell(xw, h, weight_hh_t, bias_hh):
-    """One step of the recurrence; xw = x_t W_ih^T + b_ih comes precomputed for every t."""
-    return torch.tanh(xw + torch.addmm(bias_hh, h, weight_hh_t))  # (B,H)
-
-
-class RNN(nn.Module):
-    """torch.nn.RNN (tanh) from tensor operations; its state h is (L,B,H). Same arguments,
-    shapes, parameter names and initialisation, so that state_dicts move between the two."""
-
-    gates = 1  # row blocks in weight_ih and weight_hh
-
-    def __init__(self, input_size, hidden_size, num_layers=1, batch_first=False):
-        super().__init__()
-        self.input_size, self.hidden_size = input_size, hidden_size
-        self.num_layers, self.batch_first = num_layers, batch_first
-        G = self.gates * hidden_size
-        bound = 1 / math.sqrt(hidden_size)  # as torch: everything ~ U(-1/sqrt(H), 1/sqrt(H))
-        for k in range(num_layers):
-            fan_in = input_size if k == 0 else hidden_size
-            for name, shape in (("weight_ih", (G, fan_in)), ("weight_hh", (G, hidden_size)),
-                                ("bias_ih", (G,)), ("bias_hh", (G,))):
-                w = nn.Parameter(torch.empty(shape).uniform_(-bound, bound))
-                self.register_parameter(f"{name}_l{k}", w)
-
-    def forward(self, x, hx=None):
-        """x (T,B,C), or (B,T,C) if batch_first; hx the initial state, zeros if None. Returns
-        output, the last layer's h_t for every t, (T,B,H) or (B,T,H); and the final state."""
-        if self.batch_first:
-            x = x.transpose(0, 1)
-        if hx is None:
-            hx = x.new_zeros(self.num_layers, x.shape[1], self.hidden_size)
-        h_n = []
-        for k in range(self.num_layers):
-            w_ih, w_hh, b_ih, b_hh = (getattr(self, f"{name}_l{k}") for name in
-                                      ("weight_ih", "weight_hh", "bias_ih", "bias_hh"))
-            xw = x @ w_ih.t() + b_ih  # (T,B,G*H): the input projection, hoisted out of the loop
-            w_hh_t = w_hh.t()  # transposed once, not at every step
-            h = hx[k]
-            outputs = []
-            for xw_t in xw.unbind(0):
-                h = cell(xw_t, h, w_hh_t, b_hh)
-                outputs.append(h)
-            x = torch.stack(outputs)  # (T,B,H), the next layer's input
-            h_n.append(h)
-        output = x.transpose(0, 1) if self.batch_first else x
-        return output, torch.stack(h_n)
-
-
-class LanguageModel(nn.Module):
-    """Character embedding -> recurrent layer -> linear head: the next character's logits."""
-
-    def __init__(self, vocab_size, n_embd, n_hidden, n_layer):
-        super().__init__()
-        self.wte = nn.Embedding(vocab_size, n_embd)
-        self.rnn = RNN(n_embd, n_hidden, n_layer, batch_first=True)
-        self.lm_head = nn.Linear(n_hidden, vocab_size)
-
-    def advance(self, idx, state=None):
-        """Read idx (B,T) on from `state`: logits (B,T,V) and the state after the last step."""
-        x = self.wte(idx)  # (B,T,C)
-        h, state = self.rnn(x, state)  # (B,T,H)
-        return self.lm_head(h), state  # (B,T,V)
-
-    def forward(self, idx, targets=None):
-        logits, _ = self.advance(idx)
-        loss = None if targets is None else F.cross_entropy(logits.flatten(0, 1), targets.flatten())
-        return logits, loss
-
-
-# ----------------------------------------------------------------------------- train
-
-@torch.no_grad()
-def estimate_loss(model, data, cfg, device):
-    """Mean loss over cfg.eval_steps random batches of each split."""
-    model.eval()
-    out = {}
-    for name, part in data.items():
-        losses = [model(*get_batch(part, cfg.block_size, cfg.batch_size, device))[1].item()
-                  for _ in range(cfg.eval_steps)]
-        out[name] = sum(losses) / len(losses)
-    model.train()
-    return out
-
-
-def get_lr(step, cfg):
-    """Cosine decay from cfg.lr at step 0 to cfg.lr / 10 at cfg.max_steps."""
-    return cfg.lr * (0.55 + 0.45 * math.cos(math.pi * min(step / cfg.max_steps, 1.0)))
-
-
-def train(model, optimizer, data, cfg, step=0, save=None):
-    """Train from `step` to cfg.max_steps on data = {"train": ids, "val": ids}. Every
-    eval_interval steps and at the end: evaluate, log, and call save(step) if given. Ctrl-C
-    saves and raises KeyboardInterrupt; a non-finite loss raises FloatingPointError before it
-    can reach the weights. Returns the last evaluated losses."""
-    device = next(model.parameters()).device
-    start, losses = step, {}
-    stop = []  # Ctrl-C lands here; the loop ends at the next step boundary, weights consistent
-    handler = signal.signal(signal.SIGINT, lambda *_: stop.append(True))
-    t0 = t_log = time.time()
-    step_log = step
-    try:
-        while True:
-            due = step % cfg.eval_interval == 0 or step == cfg.max_steps
-            if due and (step > start or step == 0):  # a resumed run has evaluated `start` already
-                losses = estimate_loss(model, data, cfg, device)
-                if not math.isfinite(losses["train"]):
-                    raise FloatingPointError(f"loss is {losses['train']} at step {step}; stopped,"
-                                             " the last good checkpoint is kept")
-                now = time.time()
-                chars = (step - step_log) * cfg.batch_size * cfg.block_size
-                eta = (now - t0) / (step - start) * (cfg.max_steps - step) if step > start else 0
-                print(f"step {step:5d} | train loss {losses['train']:.4f} | val loss"
-                      f" {losses['val']:.4f} | {chars / (now - t_log) / 1e3:6.1f}k chars/s"
-                      f" | {now - t0:4.0f}s elapsed, ETA {eta:4.0f}s", flush=True)
-                if save:
-                    save(step)
-                t_log, step_log = time.time(), step
-            if step >= cfg.max_steps:
-                break
-            if stop:
-                if save:
-                    save(step)
-                print(f"interrupted at step {step}; saved", flush=True)
-                raise KeyboardInterrupt
-            for group in optimizer.param_groups:
-                group["lr"] = get_lr(step, cfg)
-            x, y = get_batch(data["train"], cfg.block_size, cfg.batch_size, device)
-            _, loss = model(x, y)
-            if not torch.isfinite(loss):
-                raise FloatingPointError(f"loss is {loss.item()} at step {step}; stopped, the last"
-                                         " good checkpoint is kept")
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            if cfg.grad_clip:
-                nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-            optimizer.step()
-            step += 1
-    finally:
-        signal.signal(signal.SIGINT, handler)
-    return losses
-
-
-# ----------------------------------------------------------------------------- sample
-
-@torch.no_grad()
-def sample(model, idx, max_new_tokens, temperature=1.0, top_k=0):
-    """Continue each row of idx (B,T) by max_new_tokens characters. The recurrent state carries
-    the whole context, so each new character costs one step."""
-    model.eval()
-    logits, state = model.advance(idx)
-    for _ in range(max_new_tokens):
-        logits = logits[:, -1, :] / temperature  # (B,V)
-        if top_k:
-            kth = torch.topk(logits, min(top_k, logits.shape[-1])).values[:, [-1]]
-            logits = logits.masked_fill(logits < kth, float("-inf"))
-        idx_next = torch.multinomial(F.softmax(logits, dim=-1), num_samples=1)  # (B,1)
-        idx = torch.cat((idx, idx_next), dim=1)
-        logits, state = model.advance(idx_next, state)
-    return idx
-
-
-# ----------------------------------------------------------------------------- main
-
 def pick_device(name):
+    """--device, or else the best one available: cuda, then mps, then cpu."""
+    available = {"cuda": torch.cuda.is_available(), "mps": torch.backends.mps.is_available()}
     if not name:
-        name = "cuda" if torch.cuda.is_available() else (
-            "mps" if torch.backends.mps.is_available() else "cpu")
+        name = "cuda" if available["cuda"] else "mps" if available["mps"] else "cpu"
     try:
-        return torch.device(name)
+        device = torch.device(name)
     except RuntimeError:
         raise BadInput(f"unknown --device {name!r}") from None
+    # kinds other than cuda and mps (xpu, ...) are left for torch to refuse
+    require(available.get(device.type, True), f"--device {name} is not available here")
+    return device
+
+
+def rng_state():
+    """Every random generator a run draws from (batches on the CPU, sampling on the device),
+    so that --resume goes on with the same numbers."""
+    state = {"cpu": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    if torch.backends.mps.is_available():
+        state["mps"] = torch.mps.get_rng_state()
+    return state
+
+
+def set_rng_state(state):
+    torch.set_rng_state(state["cpu"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+    if "mps" in state and torch.backends.mps.is_available():
+        torch.mps.set_rng_state(state["mps"])
 
 
 def load_checkpoint(path, cfg):
     """The checkpoint at `path`, checked to be this script's; its model shape goes into cfg,
     and a flag that asks for another shape is refused."""
-    if not os.path.exists(path):
-        raise BadInput(f"no checkpoint at {path}; train one first (or point --out-dir at it)")
+    require(os.path.exists(path), f"no checkpoint at {path}; train one first (or point --out-dir"
+            " at it)")
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:
         raise BadInput(f"{path} is not a readable checkpoint ({type(e).__name__})") from None
-    if not isinstance(ckpt, dict) or ckpt.get("script") != SCRIPT:
-        who = ckpt.get("script", "?") if isinstance(ckpt, dict) else "?"
-        raise BadInput(f"{path} is a checkpoint of {who}.py, not of {SCRIPT}.py")
+    who = ckpt.get("script", "?") if isinstance(ckpt, dict) else "?"
+    require(who == SCRIPT, f"{path} is a checkpoint of {who}.py, not of {SCRIPT}.py")
     for name in MODEL_ARGS:
         given, saved = getattr(cfg, name), ckpt["config"][name]
-        asked = (name in cfg.flags_given if hasattr(cfg, "flags_given")
-                 else given != getattr(Config, name))
-        if asked and given != saved:
-            raise BadInput(f"--{name.replace('_', '-')} {given} differs from the checkpoint's"
-                           f" {saved}")
+        # a flag given on the command line must agree, even at its default value
+        if name in getattr(cfg, "flags_given", ()) or given != getattr(Config, name):
+            require(given == saved, f"--{name.replace('_', '-')} {given} differs from the"
+                    f" checkpoint's {saved}")
         setattr(cfg, name, saved)
     return ckpt
 
@@ -400,16 +423,16 @@ def run(cfg):
     else:
         text = load_text(cfg.data)
         chars = "".join(sorted(set(text)))
-        if ckpt and ckpt["vocab"] != chars:
-            raise BadInput(f"this text's vocabulary differs from the checkpoint's; resume on the"
-                           f" text it was trained on ({ckpt['config']['data'] or 'the default'})")
+        if ckpt:
+            trained_on = ckpt["config"]["data"] or "the default"
+            require(ckpt["vocab"] == chars, "this text's vocabulary differs from the checkpoint's;"
+                    f" resume on the text it was trained on ({trained_on})")
         data = split(encode(text, chars), cfg.block_size)
     try:
         prompt = encode(cfg.prompt, chars)
     except BadInput as e:
         raise BadInput(f"--prompt has {e}") from None
-    if not len(prompt):
-        raise BadInput("--prompt is empty; give at least one character to start from")
+    require(len(prompt), "--prompt is empty; give at least one character to start from")
     model = LanguageModel(len(chars), cfg.n_embd, cfg.n_hidden, cfg.n_layer).to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     step = 0
@@ -417,17 +440,18 @@ def run(cfg):
         model.load_state_dict(ckpt["model"])
         optimizer.load_state_dict(ckpt["optimizer"])
         step = ckpt["step"]
-        torch.set_rng_state(ckpt["rng"])
+        set_rng_state(ckpt["rng"])
     n_params = sum(p.numel() for p in model.parameters())
     print(f"{SCRIPT}.py: {n_params / 1e6:.2f}M parameters, vocabulary {len(chars)}, on {device}")
     if not cfg.sample_only:
         print(f"data: {len(data['train']):,} train / {len(data['val']):,} val characters")
+        if cfg.resume:
+            print(f"resuming from {path} at step {step}")
 
         def save(step):
             save_checkpoint(path, {"script": SCRIPT, "config": dataclasses.asdict(cfg),
                                    "vocab": chars, "step": step, "model": model.state_dict(),
-                                   "optimizer": optimizer.state_dict(),
-                                   "rng": torch.get_rng_state()})
+                                   "optimizer": optimizer.state_dict(), "rng": rng_state()})
 
         train(model, optimizer, data, cfg, step, save)
     for _ in range(cfg.num_samples):

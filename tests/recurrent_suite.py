@@ -209,6 +209,26 @@ def test_cli_refuses_impossible_settings(script, tiny_file, refused):
         refused(script.module, "--data", tiny_file, flag, value, says=[flag, "must be"])
 
 
+def test_cli_refuses_a_device_this_machine_lacks(script, monkeypatch, refused):
+    # forced off, so that the refusal is tested on machines that have either, too
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
+    refused(script.module, "--device", "cuda", says=["--device cuda is not available here"])
+    refused(script.module, "--device", "cuda:1", says=["--device cuda:1 is not available here"])
+    refused(script.module, "--device", "mps", says=["--device mps is not available here"])
+    refused(script.module, "--device", "gpu", says=["unknown --device 'gpu'"])
+
+
+@pytest.mark.parametrize("cuda, mps, best", [(True, True, "cuda"), (False, True, "mps"),
+                                             (False, False, "cpu")])
+def test_device_is_the_best_available_cuda_then_mps_then_cpu(script, monkeypatch, cuda, mps,
+                                                              best):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: cuda)
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: mps)
+    assert script.module.pick_device("") == torch.device(best)
+    assert script.module.pick_device("cpu") == torch.device("cpu")
+
+
 def test_cli_refuses_missing_or_foreign_checkpoints(script, tmp_path, tiny_file, refused,
                                                     capsys):
     m, name = script.module, script.module.SCRIPT
