@@ -272,27 +272,117 @@ def test_cli_trains_saves_and_samples(tmp_path, tiny_file, capsys, monkeypatch):
     assert sample.startswith("de") and len(sample) == 2 + 30 + 1  # padding not printed; "\n"
 
 
-def test_ctrl_c_saves_and_resume_reaches_the_same_weights(tmp_path, tiny_file, monkeypatch,
-                                                          capsys):
+def test_sample_only_samples_from_the_checkpoint_weights(tmp_path, tiny_file, monkeypatch,
+                                                         capsys):
     monkeypatch.chdir(tmp_path)
-    args = ["--data", tiny_file, "--max-steps", 30, *TINY]
-    mlp.main([*map(str, args), "--out-dir", "whole"])
-    # Ctrl-C while the 20th batch is drawn, in the middle of a step
-    get_batch = ctrl_c_at_call(monkeypatch, mlp, "get_batch", 20)
-    capsys.readouterr()
+    mlp.main(["--data", str(tiny_file), "--max-steps", "10", *map(str, TINY)])
+    path = tmp_path / "out" / "mlp.pt"
+    ckpt = torch.load(path, weights_only=True)
+    for char in "m*":  # weights that give `char` all the probability, whatever the context
+        ckpt["model"]["lm_head.weight"].zero_()
+        ckpt["model"]["lm_head.bias"].fill_(-50.0)[CHARS.index(char)] = 50.0
+        torch.save(ckpt, path)
+        capsys.readouterr()
+        mlp.main(["--sample-only", "--prompt", "de", "--max-new-tokens", "12", "--num-samples",
+                  "1"])
+        assert capsys.readouterr().out.split("-" * 80 + "\n")[1] == "de" + char * 12 + "\n"
+
+
+@pytest.mark.parametrize("call, cut", [(16, 10), (20, 12)])
+def test_ctrl_c_saves_and_resume_reaches_the_same_weights(tmp_path, tiny_file, monkeypatch,
+                                                          capsys, call, cut):
+    """Ctrl-C while the call-th batch is drawn: 16 is in the evaluation at step 10, which is
+    saved and not evaluated again on resume; 20 is in the middle of step 11, saved after it."""
+    monkeypatch.chdir(tmp_path)
+    args = [*map(str, ["--data", tiny_file, "--max-steps", 30, *TINY]), "--num-samples", "2"]
+    mlp.main([*args, "--out-dir", "whole"])
+    whole_out = capsys.readouterr().out
+    get_batch = ctrl_c_at_call(monkeypatch, mlp, "get_batch", call)
     with pytest.raises(SystemExit) as exit_:
-        mlp.main([*map(str, args), "--out-dir", "cut"])
+        mlp.main([*args, "--out-dir", "cut"])
     assert exit_.value.code == 130
-    step = int(capsys.readouterr().out.split("interrupted at step ")[1].split(";")[0])
-    assert torch.load(tmp_path / "cut" / "mlp.pt", weights_only=True)["step"] == step
-    assert 10 <= step < 30
+    assert f"interrupted at step {cut}; saved" in capsys.readouterr().out
+    assert torch.load(tmp_path / "cut" / "mlp.pt", weights_only=True)["step"] == cut
     monkeypatch.setattr(mlp, "get_batch", get_batch)
-    mlp.main([*map(str, args), "--out-dir", "cut", "--resume"])
+    started, train = [], mlp.train
+
+    def recording_train(model, optimizer, data, cfg, step=0, save=None):
+        started.append(step)
+        return train(model, optimizer, data, cfg, step, save)
+
+    monkeypatch.setattr(mlp, "train", recording_train)
+    mlp.main([*args, "--out-dir", "cut", "--resume"])
+    resumed_out = capsys.readouterr().out
+    assert started == [cut]
+    logged = [line.split("|")[0] for line in resumed_out.splitlines() if line.startswith("step")]
+    assert logged == ["step    20 ", "step    30 "]
     whole = torch.load(tmp_path / "whole" / "mlp.pt", weights_only=True)
     resumed = torch.load(tmp_path / "cut" / "mlp.pt", weights_only=True)
     assert resumed["step"] == 30
     for name, value in whole["model"].items():
         assert torch.equal(value, resumed["model"][name]), name
+    samples = whole_out.split("-" * 80 + "\n")[1:]  # drawn after training: the same generators
+    assert len(samples) == 2 and resumed_out.split("-" * 80 + "\n")[1:] == samples
+
+
+def test_non_finite_loss_exits_with_status_1_and_keeps_the_last_checkpoint(
+        tmp_path, tiny_file, monkeypatch, capsys):
+    forward, calls = mlp.LanguageModel.forward, []
+
+    def poisoned(self, idx, targets=None):  # the 16th training step's loss is NaN
+        logits, loss = forward(self, idx, targets)
+        if self.training and targets is not None:
+            calls.append(1)
+            loss = loss * float("nan") if len(calls) == 16 else loss
+        return logits, loss
+
+    monkeypatch.setattr(mlp.LanguageModel, "forward", poisoned)
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as exit_:
+        mlp.main(["--data", str(tiny_file), "--max-steps", "30", *map(str, TINY)])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert exit_.value.code == 1
+    assert err == ["mlp.py: loss is nan at step 15; stopped, the last good checkpoint is kept"]
+    ckpt = torch.load(tmp_path / "out" / "mlp.pt", weights_only=True)
+    assert ckpt["step"] == 10 and all(torch.isfinite(v).all() for v in ckpt["model"].values())
+
+
+def test_checkpoint_keeps_the_state_of_every_generator(monkeypatch):
+    cpu = torch.device("cpu")
+    states = mlp.rng_states(cpu)
+    assert list(states) == ["cpu"] and torch.equal(states["cpu"], torch.get_rng_state())
+    a = torch.rand(3)
+    mlp.set_rng_states(states, cpu)
+    assert torch.equal(torch.rand(3), a)
+    # a GPU's generator, on any machine: its get/set_rng_state stand-ins see what is asked
+    for kind, module in [("cuda", torch.cuda), ("mps", torch.mps)]:
+        device, asked, put_back = torch.device(kind), [], []
+        state = torch.tensor([7, len(kind)], dtype=torch.uint8)
+
+        def get_rng_state(device):
+            asked.append(device)
+            return state
+
+        def set_rng_state(new_state, device):
+            put_back.append((new_state, device))
+
+        monkeypatch.setattr(module, "get_rng_state", get_rng_state)
+        monkeypatch.setattr(module, "set_rng_state", set_rng_state)
+        states = mlp.rng_states(device)
+        assert list(states) == ["cpu", kind] and states[kind] is state and asked == [device]
+        mlp.set_rng_states(states, device)
+        assert put_back == [(state, device)]
+        mlp.set_rng_states({"cpu": states["cpu"]}, device)  # saved on a CPU: left as seeded
+        assert len(put_back) == 1
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_checkpoint_restores_the_cuda_generator():
+    device = torch.device("cuda")
+    states = mlp.rng_states(device)
+    a = torch.rand(3, device=device)
+    mlp.set_rng_states(states, device)
+    assert torch.equal(torch.rand(3, device=device), a)
 
 
 # Refusals run main() in-process (the same code path as the command line, without paying for
