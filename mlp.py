@@ -356,8 +356,8 @@ def pick_device(name):
         device = torch.device(name)
     except RuntimeError:
         raise BadInput(f"unknown --device {name!r}") from None
-    require(available.get(device.type, True), f"--device {name}: torch finds no {device.type}"
-            " device on this machine")
+    require(available.get(device.type, True),  # a kind not listed: torch checks it itself
+            f"--device {name}: torch finds no {device.type} device on this machine")
     return device
 
 
@@ -448,9 +448,9 @@ def run(cfg):
     else:
         text = load_text(cfg.data)
         chars = "".join(sorted(set(text)))
-        require(not ckpt or ckpt["vocab"] == chars, "this text's vocabulary differs from the"
-                " checkpoint's; resume on the text it was trained on"
-                f" ({ckpt and ckpt['config']['data'] or 'the default'})")
+        if ckpt and ckpt["vocab"] != chars:
+            raise BadInput(f"this text's vocabulary differs from the checkpoint's; resume on the"
+                           f" text it was trained on ({ckpt['config']['data'] or 'the default'})")
         data = split(encode(text, chars), cfg.block_size)
     try:
         prompt = encode(cfg.prompt, chars)
