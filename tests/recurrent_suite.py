@@ -4,7 +4,9 @@ tests/test_<script>.py imports them and defines the fixture `script`, so that
 `pytest tests/test_lstm.py` checks lstm.py against nn.LSTM exactly as rnn.py is checked against
 nn.RNN, and no check is written twice."""
 import difflib
+import math
 import os
+import re
 from collections import namedtuple
 
 import pytest
@@ -44,16 +46,19 @@ def changed_lines(a, b):
 @pytest.mark.parametrize("num_layers", [1, 2])
 @pytest.mark.parametrize("batch_first", [False, True])
 @pytest.mark.parametrize("with_state", [False, True])
-def test_matches_builtin(script, num_layers, batch_first, with_state):
+@pytest.mark.parametrize("unbatched", [False, True])  # one sequence (T,C), state (L,H)
+def test_matches_builtin(script, num_layers, batch_first, with_state, unbatched):
     torch.manual_seed(0)
     ref = script.builtin(5, 7, num_layers=num_layers, batch_first=batch_first).double()
     ours = script.layer(5, 7, num_layers=num_layers, batch_first=batch_first).double()
     ours.load_state_dict(ref.state_dict())
-    x = torch.randn((3, 6, 5) if batch_first else (6, 3, 5), dtype=torch.float64)
+    shape = (6, 5) if unbatched else (3, 6, 5) if batch_first else (6, 3, 5)
+    x = torch.randn(shape, dtype=torch.float64)
     x_ref, x_ours = x.clone().requires_grad_(), x.clone().requires_grad_()
     s_ref = s_ours = None
     if with_state:
         s = parts(random_state(script, num_layers, 3, 7))
+        s = tuple(t[:, 0] for t in s) if unbatched else s
         s_ref = tuple(t.clone().requires_grad_() for t in s)
         s_ours = tuple(t.clone().requires_grad_() for t in s)
         if len(s) == 1:  # RNN and GRU take h_0 itself, LSTM the pair (h_0, c_0)
@@ -74,6 +79,18 @@ def test_matches_builtin(script, num_layers, batch_first, with_state):
     if with_state:
         for a, b in zip(parts(s_ours), parts(s_ref)):
             torch.testing.assert_close(a.grad, b.grad, rtol=0, atol=1e-10)
+
+
+def test_refuses_the_torch_options_it_does_not_write_out(script):
+    script.layer(5, 7, bias=True, dropout=0.0, bidirectional=False)  # torch's defaults: taken
+    for name, value in [("bias", False), ("dropout", 0.1), ("bidirectional", True)]:
+        script.builtin(5, 7, num_layers=2, **{name: value})  # torch has them; we refuse them
+        with pytest.raises(ValueError, match=re.escape(f"{name}={value!r}")):
+            script.layer(5, 7, num_layers=2, **{name: value})
+    with pytest.raises(TypeError, match="proj_size|nonlinearity|unexpected keyword"):
+        script.layer(5, 7, proj_size=3)
+    with pytest.raises(TypeError, match="positional"):  # torch's 4th positional is another flag
+        script.layer(5, 7, 1, True)
 
 
 def test_state_dict_both_ways_and_same_init(script):
@@ -113,6 +130,26 @@ def test_training_drives_loss_far_below_unigram_entropy(script, capsys):
     assert "step   300 | train loss" in capsys.readouterr().out
 
 
+def test_learning_rate_follows_a_cosine_from_lr_to_a_tenth_of_it(script, capsys):
+    cfg, chars, data, model = tiny_setup(script.module, max_steps=20, eval_interval=10,
+                                         eval_steps=1)
+    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+    used, step = [], optimizer.step
+
+    def recording_step(*args, **kwargs):  # the rate each update is made with
+        used.append(optimizer.param_groups[0]["lr"])
+        return step(*args, **kwargs)
+
+    optimizer.step = recording_step
+    script.module.train(model, optimizer, data, cfg)
+    lo, hi = cfg.lr / 10, cfg.lr  # cosine annealing from hi at step 0 to lo at max_steps
+    want = [lo + (hi - lo) * (1 + math.cos(math.pi * s / 20)) / 2 for s in range(20)]
+    assert used == pytest.approx(want, rel=1e-12) and used[0] == cfg.lr
+    used.clear()
+    script.module.train(model, optimizer, data, cfg, step=12)  # a resumed run goes on with it
+    assert used == pytest.approx(want[12:], rel=1e-12)
+
+
 def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(script, capsys):
     cfg, chars, data, model = tiny_setup(script.module, max_steps=40, eval_interval=10)
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
@@ -129,6 +166,33 @@ def test_sampling_is_reproducible_and_top_k_1_is_greedy(script):
     cfg, chars, data, model = tiny_setup(m)
     prompt = m.encode("def ", chars)[None]
     check_sampling(m, model, prompt)
+
+
+class FixedLogits(torch.nn.Module):
+    """A stand-in model whose next-character logits are `logits`, whatever it has read."""
+
+    def __init__(self, logits):
+        super().__init__()
+        self.logits = logits
+
+    def advance(self, idx, state=None):
+        return self.logits.expand(*idx.shape, -1), state  # (B,T,V)
+
+
+@pytest.mark.parametrize("temperature, top_k", [(1.0, 0), (0.5, 0), (2.0, 0), (1.0, 3),
+                                                (0.5, 2), (2.0, 9)])
+def test_sampling_draws_from_softmax_of_logits_over_temperature_among_the_top_k(
+        script, temperature, top_k):
+    logits = torch.tensor([2.0, 1.0, 0.0, -1.0, -3.0])  # sorted: the top k are the first k
+    p = torch.exp(logits / temperature)  # the definitions: p_i ~ exp(z_i / T) ...
+    p[top_k or len(p):] = 0  # ... over the k largest z_i only (k = 0: all)
+    p /= p.sum()
+    torch.manual_seed(0)
+    start = torch.zeros(20_000, 1, dtype=torch.long)
+    drawn = script.module.sample(FixedLogits(logits), start, 5, temperature, top_k)[:, 1:]
+    freq = torch.bincount(drawn.flatten(), minlength=5) / drawn.numel()  # 100k draws
+    assert (freq[p == 0] == 0).all()
+    torch.testing.assert_close(freq, p, rtol=0, atol=0.01)  # about 6 standard deviations
 
 
 def test_encode_decode_and_default_corpus(script):
@@ -160,6 +224,30 @@ def test_cli_trains_saves_and_samples(script, tmp_path, tiny_file, monkeypatch, 
     assert "def " in r.stdout and "step" not in r.stdout
 
 
+def test_cli_sample_only_samples_from_the_checkpoints_weights(script, tmp_path, tiny_file,
+                                                              monkeypatch, capsys):
+    m, name = script.module, script.module.SCRIPT
+    monkeypatch.chdir(tmp_path)
+    m.main(["--data", str(tiny_file), "--max-steps", "60", *map(str, TINY)])
+    path = tmp_path / "out" / f"{name}.pt"
+    ckpt = torch.load(path, weights_only=True)
+    args = ["--sample-only", "--prompt", "def ", "--max-new-tokens", "40", "--num-samples", "1"]
+    capsys.readouterr()
+    m.main(args)
+    printed = capsys.readouterr().out.split("-" * 80 + "\n")[1]
+    # what the checkpoint's model samples, from the generator state the checkpoint kept
+    model = m.LanguageModel(len(ckpt["vocab"]), 8, 32, 1)
+    model.load_state_dict(ckpt["model"])
+    torch.set_rng_state(ckpt["rng"]["cpu"])
+    out = m.sample(model, m.encode("def ", ckpt["vocab"])[None], 40, m.Config.temperature)
+    assert printed == m.decode(out[0].tolist(), ckpt["vocab"]) + "\n"
+    # the same checkpoint with other weights samples something else
+    ckpt["model"] = m.LanguageModel(len(ckpt["vocab"]), 8, 32, 1).state_dict()
+    torch.save(ckpt, path)
+    m.main(args)
+    assert capsys.readouterr().out.split("-" * 80 + "\n")[1] != printed
+
+
 def test_cli_ctrl_c_saves_and_resume_reaches_the_same_weights(script, tmp_path, tiny_file,
                                                                monkeypatch, capsys):
     m, name = script.module, script.module.SCRIPT
@@ -175,15 +263,82 @@ def test_cli_ctrl_c_saves_and_resume_reaches_the_same_weights(script, tmp_path, 
     step = int(out.split("interrupted at step ")[1].split(";")[0])
     cut = torch.load(tmp_path / "cut" / f"{name}.pt", weights_only=True)
     assert cut["step"] == step and 10 < step < 60
-    monkeypatch.setattr(m, "get_batch", get_batch)
+    batches = []
+
+    def counted(*args):
+        batches.append(1)
+        return get_batch(*args)
+
+    monkeypatch.setattr(m, "get_batch", counted)
     m.main([*args, "--out-dir", "cut", "--resume"])
     out = capsys.readouterr().out
-    assert f"step {step:5d} |" not in out and "step    60 |" in out
+    assert f"at step {step}\n" in out  # where it says it resumes, and where it does:
+    evals = [s for s in range(step + 1, 61) if s % 10 == 0 or s == 60]
+    assert [int(line.split()[1]) for line in out.splitlines() if line.startswith("step ")] == evals
+    assert len(batches) == (60 - step) + 2 * 2 * len(evals)  # training, then 2 splits x 2 batches
     whole = torch.load(tmp_path / "whole" / f"{name}.pt", weights_only=True)
     resumed = torch.load(tmp_path / "cut" / f"{name}.pt", weights_only=True)
     assert resumed["step"] == 60
     for key, value in whole["model"].items():
         assert torch.equal(value, resumed["model"][key]), key
+
+
+def test_cli_non_finite_loss_exits_1_and_keeps_the_last_good_checkpoint(script, tmp_path,
+                                                                         tiny_file, monkeypatch,
+                                                                         capsys):
+    m, name = script.module, script.module.SCRIPT
+    monkeypatch.chdir(tmp_path)
+    forward, calls = m.LanguageModel.forward, []
+
+    def poisoned(self, idx, targets=None):  # NaN at the 16th training forward: step 15
+        logits, loss = forward(self, idx, targets)
+        if torch.is_grad_enabled():
+            calls.append(1)
+        return logits, loss * float("nan") if len(calls) == 16 else loss
+
+    monkeypatch.setattr(m.LanguageModel, "forward", poisoned)
+    with pytest.raises(SystemExit) as exit_:
+        m.main(["--data", str(tiny_file), "--max-steps", "40", *map(str, TINY)])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert exit_.value.code == 1 and len(err) == 1 and "loss is nan at step 15" in err[0]
+    assert torch.load(tmp_path / "out" / f"{name}.pt", weights_only=True)["step"] == 10
+
+
+def test_checkpoint_keeps_every_devices_generator_and_resume_restores_it(script, tmp_path,
+                                                                        tiny_file, monkeypatch):
+    m, name = script.module, script.module.SCRIPT
+    monkeypatch.chdir(tmp_path)
+    # the CPU's generator, for real
+    state = m.rng_state()
+    a = torch.rand(5)
+    m.set_rng_state(state)
+    assert torch.equal(torch.rand(5), a)
+    # a GPU's, with the CUDA and MPS calls stood in for (this machine may have neither)
+    gpu = {"cuda": [torch.full((8,), 7, dtype=torch.uint8)] * 2,
+           "mps": torch.full((8,), 9, dtype=torch.uint8)}
+    restored = {}
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "get_rng_state_all", lambda: gpu["cuda"])
+    monkeypatch.setattr(torch.cuda, "set_rng_state_all", lambda s: restored.update(cuda=s))
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: True)
+    monkeypatch.setattr(torch.mps, "get_rng_state", lambda: gpu["mps"])
+    monkeypatch.setattr(torch.mps, "set_rng_state", lambda s: restored.update(mps=s))
+    args = ["--data", str(tiny_file), "--device", "cpu", *map(str, TINY), "--num-samples", "0"]
+    m.main([*args, "--max-steps", "10"])
+    rng = torch.load(tmp_path / "out" / f"{name}.pt", weights_only=True)["rng"]
+    assert torch.equal(rng["cpu"], torch.get_rng_state())  # nothing drawn after the last save
+    assert all(torch.equal(a, b) for a, b in zip(rng["cuda"], gpu["cuda"], strict=True))
+    assert torch.equal(rng["mps"], gpu["mps"])
+    assert not restored  # a fresh run restores nothing
+    m.main([*args, "--max-steps", "20", "--resume"])
+    assert all(torch.equal(a, b) for a, b in zip(restored["cuda"], gpu["cuda"], strict=True))
+    assert torch.equal(restored["mps"], gpu["mps"])
+    # resumed where there is no GPU: the CPU's state alone
+    restored.clear()
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
+    m.main([*args, "--max-steps", "30", "--resume"])
+    assert not restored
 
 
 # Refusals run main() in-process (the same code path as the command line, without paying for
