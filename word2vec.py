@@ -221,7 +221,7 @@ def get_batch(ids, sent, centre, cfg, noise_p, device):
     mask = inside & (offsets.abs() <= b) & (sent[where] == sent[centre, None])
     noise = torch.multinomial(noise_p, len(centre) * cfg.negative, replacement=True)
     batch = ids[where], mask, ids[centre], noise.view(len(centre), cfg.negative)
-    return [t.to(device) for t in batch]
+    return [t.to(device) for t in batch]  # drawn on the CPU on every device
 
 
 # ----------------------------------------------------------------------------- train
@@ -526,6 +526,9 @@ class Config:
 
 
 MODEL_ARGS = ("dim",)  # what a checkpoint fixes
+# ... and, on --resume, what its training was run with, so that the run goes on as it began
+TRAIN_ARGS = ("min_count", "sample", "window", "negative", "cbow", "epochs", "batch_size", "lr",
+              "seed")
 
 
 def pick_device(name):
@@ -543,8 +546,8 @@ def pick_device(name):
 
 
 def load_checkpoint(path, cfg):
-    """The checkpoint at `path`, checked to be this script's; its model shape goes into cfg,
-    and a flag that asks for another shape is refused."""
+    """The checkpoint at `path`, checked to be this script's; its model shape (on --resume,
+    its training flags too) goes into cfg, and a flag that asks for another value is refused."""
     require(os.path.exists(path), f"no checkpoint at {path}; train one first (or point"
             " --out-dir at it)")
     try:
@@ -553,7 +556,7 @@ def load_checkpoint(path, cfg):
         raise BadInput(f"{path} is not a readable checkpoint ({type(e).__name__})") from None
     who = ckpt.get("script", "?") if isinstance(ckpt, dict) else "?"
     require(who == SCRIPT, f"{path} is a checkpoint of {who}.py, not of {SCRIPT}.py")
-    for name in MODEL_ARGS:
+    for name in MODEL_ARGS + (TRAIN_ARGS if cfg.resume else ()):
         given, saved = getattr(cfg, name), ckpt["config"][name]
         asked = (name in cfg.flags_given if hasattr(cfg, "flags_given")
                  else given != getattr(Config, name))
@@ -628,7 +631,7 @@ def run(cfg):
         print(f"data: {len(corpus[0]):,} words in the vocabulary, {len(sentences):,} lines;"
               f" {cfg.epochs} epochs of {'CBOW' if cfg.cbow else 'skip-gram'}")
 
-        def save(state):
+        def save(state):  # every draw is made on the CPU: its generator is the only one used
             save_checkpoint(path, {"script": SCRIPT, "config": dataclasses.asdict(cfg),
                                    "vocab": itos, "counts": counts, **state,
                                    "model": model.state_dict(),

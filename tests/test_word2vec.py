@@ -1,5 +1,6 @@
 """word2vec.py: the objective against F.logsigmoid, word2vec.c's formulas, planted structure,
 evaluation on hand-computed files, export, CLI and refusals."""
+import dataclasses
 import math
 import os
 import random
@@ -10,6 +11,7 @@ import torch
 import torch.nn.functional as F
 
 import word2vec as w2v
+from conftest import ctrl_c_at_call
 
 TINY = ["--dim", 8, "--window", 2, "--negative", 3, "--min-count", 1, "--batch-size", 16,
         "--eval-interval", 5, "--epochs", 1, "--top-k", 3]
@@ -206,31 +208,38 @@ def planted_corpus(n_lines=3000, seed=0):
     return "\n".join(lines)
 
 
-@pytest.mark.parametrize("workers", [1, 2])  # 2: Hogwild threads sharing the vectors
-def test_planted_neighbours_and_analogy_are_recovered(tmp_path, capsys, workers):
+# workers 2: Hogwild threads sharing the vectors
+@pytest.mark.parametrize("workers, cbow", [(1, False), (2, False), (1, True)])
+def test_planted_neighbours_and_analogy_are_recovered(tmp_path, capsys, workers, cbow):
     (tmp_path / "planted.txt").write_text(planted_corpus(1000))
     cfg = w2v.Config(data=str(tmp_path / "planted.txt"), dim=16, window=5, negative=5,
                      sample=0, min_count=1, epochs=10, batch_size=32, eval_interval=25,
-                     workers=workers)
-    threads = torch.get_num_threads()  # 1 in the tests; 2 here so that undoing it shows
+                     workers=workers, cbow=cbow)
+    threads = torch.get_num_threads()  # 1 in the tests
+    # 2 around the workers, so that undoing their one thread each shows (not around one worker:
+    # two threads of its own would only fight over a busy machine)
+    outside = 2 if workers > 1 else threads
     sentences = w2v.tokenize(w2v.load_text(cfg.data))
     itos, counts = w2v.build_vocab(sentences, cfg.min_count)
     stoi = {w: i for i, w in enumerate(itos)}
     torch.manual_seed(0)
     model = w2v.Word2Vec(len(itos), cfg.dim)
-    torch.set_num_threads(2)
+    torch.set_num_threads(outside)
     try:
         loss = w2v.train(model, w2v.encode(sentences, stoi), counts, cfg)
     finally:
         after, _ = torch.get_num_threads(), torch.set_num_threads(threads)
-    assert after == 2  # the workers' one thread each was undone
+    assert after == outside
     assert loss < 0.6 * 6 * math.log(2)  # the loss at the start: (1 + K) log 2
     forms = [f"e{e}{f}" for e in range(6) for f in "mf"]
     q = w2v.parse_queries(" ".join(forms), stoi, cfg.eval_vocab)
     answers = w2v.sample(model, q, top_k=len(itos) - 1)
     for word, row in zip(forms, answers.tolist()):
         nearest_form = next(itos[i] for i in row if itos[i] in forms)
-        assert nearest_form == word[:2] + ("f" if word[2] == "m" else "m"), word
+        if cbow:  # CBOW's vectors group the forms by their marker: e0m's nearest is another -m
+            assert nearest_form[2] == word[2] and nearest_form != word, word
+        else:
+            assert nearest_form == word[:2] + ("f" if word[2] == "m" else "m"), word
     for a, b, c, d in [("e0m", "e0f", "e1m", "e1f"), ("e2f", "e2m", "e3f", "e3m")]:
         q = w2v.parse_queries(f"{a}:{b}::{c}", stoi, cfg.eval_vocab)
         assert itos[w2v.sample(model, q, top_k=1)[0, 0]] == d
@@ -333,6 +342,25 @@ def test_ctrl_c_saves_at_a_step_boundary(tmp_path, capsys):
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
 
 
+@pytest.mark.parametrize("cbow", [False, True])
+def test_each_step_gets_cbow_and_the_linearly_decaying_lr(tmp_path, monkeypatch, cbow):
+    cfg, counts, corpus, model = tiny_setup(tmp_path, cbow=cbow)
+    seen, sgd_step = [], w2v.sgd_step
+
+    def spy(model, batch, lr, cbow=False):
+        seen.append((lr, cbow))
+        return sgd_step(model, batch, lr, cbow)
+
+    monkeypatch.setattr(w2v, "sgd_step", spy)
+    w2v.train(model, corpus, counts, cfg)
+    n, b = len(corpus[0]), cfg.batch_size  # sample 0: all n words are read, b a step
+    assert len(seen) == math.ceil(n / b) and cfg.lr == (0.05 if cbow else 0.025)
+    assert [c for _, c in seen] == [cbow] * len(seen)
+    expected = [cfg.lr * max(1 - i * b / (n + 1), 1e-4) for i in range(len(seen))]
+    assert [lr for lr, _ in seen] == pytest.approx(expected, rel=1e-12)
+    assert seen[-1][0] < 0.01 * cfg.lr  # nearly zero at the end of the one epoch
+
+
 # ----------------------------------------------------------------------------- the CLI
 
 @pytest.fixture
@@ -430,3 +458,79 @@ def test_cli_refuses_a_device_this_machine_lacks(monkeypatch, planted_file, refu
         refused(w2v, "--data", planted_file, *TINY, "--prompt", "he", "--device", name,
                 says=[f"--device {name}: this machine has no {kind} device"])
     refused(w2v, "--data", planted_file, *TINY, "--device", "gpu", says=["unknown --device 'gpu'"])
+
+
+def test_cli_ctrl_c_saves_and_resume_goes_on_from_that_step(tmp_path, planted_file, capsys,
+                                                             monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    args = ["--data", str(planted_file), *map(str, TINY), "--cbow", "--prompt", "he"]
+    w2v.main(args + ["--out-dir", "whole"])
+    whole = torch.load(tmp_path / "whole" / "word2vec.pt", weights_only=True)
+    assert whole["config"]["cbow"] and whole["config"]["lr"] == 0.05  # word2vec.c's CBOW lr
+    get_batch = ctrl_c_at_call(monkeypatch, w2v, "get_batch", 4)  # Ctrl-C during step 3
+    with pytest.raises(SystemExit) as exit_:
+        w2v.main(args + ["--out-dir", "cut"])
+    assert exit_.value.code == 130
+    assert "interrupted at step 4; saved" in capsys.readouterr().out
+    assert torch.load(tmp_path / "cut" / "word2vec.pt", weights_only=True)["step"] == 4
+    drawn = []
+    monkeypatch.setattr(w2v, "get_batch", lambda *a: drawn.append(1) or get_batch(*a))
+    # no training flag repeated: --cbow, --window, ... come from the checkpoint
+    w2v.main(["--data", str(planted_file), "--out-dir", "cut", "--resume", "--prompt", "he"])
+    assert "epochs of CBOW" in capsys.readouterr().out
+    assert len(drawn) == whole["step"] - 4  # it went on from step 4
+    resumed = torch.load(tmp_path / "cut" / "word2vec.pt", weights_only=True)
+    assert resumed["step"] == whole["step"] and torch.equal(resumed["rng"], whole["rng"])
+    for name, value in whole["model"].items():
+        assert torch.equal(value, resumed["model"][name]), name
+
+
+def test_cli_resume_refuses_training_flags_other_than_the_checkpoints(planted_file, refused):
+    w2v.main(["--data", str(planted_file), *map(str, TINY), "--max-steps", "2",
+              "--prompt", "he"])
+    resume = ["--data", planted_file, "--resume", "--prompt", "he"]
+    for flag, value, saved in [("--window", 5, 2), ("--epochs", 2, 1), ("--negative", 5, 3),
+                               ("--batch-size", 32, 16), ("--min-count", 2, 1),
+                               ("--sample", 0.01, 0.001), ("--lr", 0.1, 0.025),
+                               ("--seed", 1, 1337)]:
+        refused(w2v, *resume, flag, value,
+                says=[f"{flag} {value} differs from the checkpoint's {saved}"])
+    refused(w2v, *resume, "--cbow", says=["--cbow True differs from the checkpoint's False"])
+    w2v.main(["--sample-only", "--window", "5", "--prompt", "he"])  # querying trains nothing
+
+
+def test_cli_stops_on_a_non_finite_loss_with_exit_status_1(tmp_path, planted_file, capsys,
+                                                          monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    loss_fn, calls = w2v.negative_sampling_loss, []
+
+    def poisoned(*args):  # NaN at the 8th batch: step 7
+        calls.append(1)
+        return loss_fn(*args) * (float("nan") if len(calls) == 8 else 1)
+
+    monkeypatch.setattr(w2v, "negative_sampling_loss", poisoned)
+    with pytest.raises(SystemExit) as exit_:
+        w2v.main(["--data", str(planted_file), *map(str, TINY), "--prompt", "he"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert exit_.value.code == 1 and len(err) == 1 and "loss is nan at step 7" in err[0]
+    assert torch.load("out/word2vec.pt", weights_only=True)["step"] == 5  # the last good one
+
+
+def hand_checkpoint(out_dir, vectors):
+    """A checkpoint whose word vectors are `vectors` {word: list}, as hand_model builds them."""
+    model, _ = hand_model(vectors)
+    cfg = w2v.Config(dim=model.emb_in.embedding_dim)
+    w2v.save_checkpoint(str(out_dir / "word2vec.pt"), {
+        "script": "word2vec", "config": dataclasses.asdict(cfg), "vocab": list(vectors),
+        "counts": torch.ones(len(vectors), dtype=torch.float64), "step": 0, "epoch": 0,
+        "pos": 0, "words": 0, "model": model.state_dict(), "rng": torch.get_rng_state()})
+
+
+def test_cli_sample_only_answers_from_the_checkpoints_vectors(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    swapped = {**HAND, "queen": HAND["pear"], "pear": HAND["queen"]}
+    for name, vectors, answer in [("hand", HAND, "queen"), ("swapped", swapped, "pear")]:
+        hand_checkpoint(tmp_path / name, vectors)
+        w2v.main(["--sample-only", "--out-dir", name, "--prompt", "man:woman::king",
+                  "--top-k", "1"])
+        assert "man:woman::king:? -> " + answer in capsys.readouterr().out.splitlines()[-1]
