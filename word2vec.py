@@ -198,10 +198,9 @@ def noise_distribution(counts, power=0.75):
 
 def subsample(ids, sent, keep_prob, generator):
     """One epoch's corpus: each occurrence kept with its word's probability, redrawn every
-    epoch as word2vec.c does. Returns the kept ids, their sentences and their positions."""
+    epoch as word2vec.c does. Returns the kept ids and their sentences."""
     keep = torch.rand(len(ids), generator=generator, dtype=torch.float64) < keep_prob[ids]
-    pos = keep.nonzero().squeeze(1)
-    return ids[pos], sent[pos], pos
+    return ids[keep], sent[keep]
 
 
 def window_offsets(window):
@@ -276,7 +275,7 @@ def train(model, corpus, counts, cfg, state=None, save=None, report=None):
         while state["epoch"] < cfg.epochs and state["step"] < max_steps:
             # the epoch's own generator: a resumed run redraws the same subsampled corpus
             g = torch.Generator().manual_seed(cfg.seed * 1000 + state["epoch"])
-            kept, kept_sent, _ = subsample(ids, sent, keep_p, g)
+            kept, kept_sent = subsample(ids, sent, keep_p, g)
             # centres in random order: neighbouring words repeat one another (above all in
             # code), and a step that sums many updates of the same rows would overshoot
             order = torch.randperm(len(kept), generator=g)
@@ -288,7 +287,7 @@ def train(model, corpus, counts, cfg, state=None, save=None, report=None):
 
                 def work(k):  # worker k: batches k, k + workers, ...; windows, noise words, SGD
                     return [sgd_step(model, get_batch(kept, kept_sent, c, cfg, noise_p, device),
-                                     lr, cfg.cbow) for c in chunks[k::cfg.workers]]
+                                     lr, cbow=cfg.cbow) for c in chunks[k::cfg.workers]]
 
                 results = sum(pool.map(work, range(cfg.workers)), []) if pool else work(0)
                 for loss, n in results:
@@ -301,7 +300,7 @@ def train(model, corpus, counts, cfg, state=None, save=None, report=None):
                 # words read: the epochs done, and the share of this one done so far
                 state["words"] = state["epoch"] * len(ids) + len(ids) * state["pos"] // len(kept)
                 last = state["step"] == max_steps or state["words"] == total_words
-                # a multiple of eval_interval was passed in this round (or it is the end)
+                # a multiple of eval_interval was passed in this round, the end, or Ctrl-C
                 if state["step"] % cfg.eval_interval < len(results) or last or stop:
                     mean_loss = loss_sum / max(terms, 1)
                     now = time.time()
