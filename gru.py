@@ -40,7 +40,8 @@ SCRIPT = "gru"  # written into checkpoints, so that a sibling script refuses thi
 # ----------------------------------------------------------------------------- model
 
 def cell(xw, h, weight_hh, bias_hh):
-    """One step of the recurrence; xw = x_t W_ih^T + b_ih comes precomputed for every t."""
+    """One step of the recurrence; xw = x_t W_ih^T + b_ih comes precomputed for every t, and
+    F.linear(h, weight_hh, bias_hh) is h_{t-1} W_hh^T + b_hh."""
     xr, xz, xn = xw.chunk(3, dim=-1)  # (B,H) each
     hr, hz, hn = F.linear(h, weight_hh, bias_hh).chunk(3, dim=-1)  # (B,H) each
     r, z = torch.sigmoid(xr + hr), torch.sigmoid(xz + hz)

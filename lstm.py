@@ -39,7 +39,8 @@ SCRIPT = "lstm"  # written into checkpoints, so that a sibling script refuses th
 # ----------------------------------------------------------------------------- model
 
 def cell(xw, h, c, weight_hh, bias_hh):
-    """One step of the recurrence; xw = x_t W_ih^T + b_ih comes precomputed for every t."""
+    """One step of the recurrence; xw = x_t W_ih^T + b_ih comes precomputed for every t, and
+    F.linear(h, weight_hh, bias_hh) is h_{t-1} W_hh^T + b_hh."""
     i, f, g, o = (xw + F.linear(h, weight_hh, bias_hh)).chunk(4, dim=-1)  # (B,H) each
     i, f, g, o = torch.sigmoid(i), torch.sigmoid(f), torch.tanh(g), torch.sigmoid(o)
     c = f * c + i * g  # (B,H)

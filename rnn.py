@@ -37,7 +37,8 @@ SCRIPT = "rnn"  # written into checkpoints, so that a sibling script refuses thi
 # ----------------------------------------------------------------------------- model
 
 def cell(xw, h, weight_hh, bias_hh):
-    """One step of the recurrence; xw = x_t W_ih^T + b_ih comes precomputed for every t."""
+    """One step of the recurrence; xw = x_t W_ih^T + b_ih comes precomputed for every t, and
+    F.linear(h, weight_hh, bias_hh) is h_{t-1} W_hh^T + b_hh."""
     return torch.tanh(xw + F.linear(h, weight_hh, bias_hh))  # (B,H)
 
 

@@ -1,10 +1,11 @@
 """Train-step time of rnn.py's RNN, lstm.py's LSTM and gru.py's GRU against torch.nn's, same run.
 
 One step = forward + backward of a sum over the output and final state (B=32, T=128, input 64,
-hidden 256 by default: issue 2 and 3's setting), timed alternately for ours and the built-in,
-median of --repeats. Prints the ratio ours / built-in (goal: at most 1.5 on CPU).
+hidden 256 by default: the language models' setting), timed alternately for ours and the
+built-in, median of --repeats. Prints the ratio ours / built-in (goal: at most 1.5 on CPU).
+Timing-sensitive: run it alone on the machine.
 
-    flock /tmp/ladder/cpu.lock python benchmarks/bench_recurrent.py [--threads 1]
+    python benchmarks/bench_recurrent.py [--threads 1]
 """
 import argparse
 import os

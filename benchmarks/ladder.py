@@ -10,9 +10,9 @@ Sequence models (rnn, lstm, gru, gpt) all get --block-size 128 --batch-size 32, 
 defaults, so that a step sees the same characters; mlp.py keeps its own (its block size is its
 context length N). Everything else is each script's default. The scripts print their parameter
 count and the shared log line `step N | train loss X | val loss Y | ... | Ns elapsed, ...`,
-which is all this reads. Timing-sensitive: run it alone, under the lock:
+which is all this reads. Timing-sensitive: run it alone on the machine:
 
-    flock /tmp/ladder/cpu.lock python benchmarks/ladder.py --steps 400 --seconds 150
+    python benchmarks/ladder.py --steps 400 --seconds 150
 """
 import argparse
 import os
