@@ -45,68 +45,97 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-SCRIPT = "seq2seq"  # written into checkpoints, so that a sibling script refuses this one's
+
+# ----------------------------------------------------------------------------- model
+
+class Attention(nn.Module):
+    """Bahdanau's additive attention: score(s, h_j) = v^T tanh(W s + U h_j)."""
+
+    def __init__(self, n_query, n_key, n_attn):
+        super().__init__()
+        self.W = nn.Linear(n_query, n_attn, bias=False)
+        self.U = nn.Linear(n_key, n_attn)
+        self.v = nn.Linear(n_attn, 1, bias=False)
+
+    def forward(self, s, h, mask, Uh=None):
+        """s (B,H) the decoder's state; h (B,S,2H) the encoder's; mask (B,S) True on real
+        tokens; Uh = U h, the same at every decoding step, may come precomputed.
+        Returns the context c (B,2H) and the weights a (B,S)."""
+        if Uh is None:
+            Uh = self.U(h)  # (B,S,A)
+        e = self.v(torch.tanh(self.W(s)[:, None] + Uh)).squeeze(-1)  # (B,S)
+        # exp(-inf) is exactly 0: padding gets no weight, and the rest still sums to 1
+        a = F.softmax(e.masked_fill(~mask, float("-inf")), dim=-1)  # (B,S)
+        c = torch.bmm(a[:, None], h).squeeze(1)  # (B,2H)
+        return c, a
 
 
-# ----------------------------------------------------------------------------- config
+class Seq2Seq(nn.Module):
+    """Bidirectional GRU encoder -> bridge -> GRU decoder attending over the encoder's states.
 
-class BadInput(ValueError):
-    """Input we refuse: main() prints it as one line and exits with status 2."""
+    The interface sample() uses (shared with transformer.py): encode(src) -> (memory, state);
+    decode_step(y, state, memory) -> (logits, state, attention). memory and state hold tensors
+    with the batch along dim 0 (in dicts and lists), so that beam search can reorder them."""
+
+    def __init__(self, src_vocab_size, tgt_vocab_size, n_embd, n_hidden, n_layer, dropout=0.0):
+        super().__init__()
+        self.src_emb = nn.Embedding(src_vocab_size, n_embd)
+        self.encoder = nn.GRU(n_embd, n_hidden, n_layer, batch_first=True, bidirectional=True,
+                              dropout=dropout if n_layer > 1 else 0.0)
+        self.bridge = nn.Linear(2 * n_hidden, n_hidden)
+        self.attention = Attention(n_hidden, 2 * n_hidden, n_hidden)
+        self.tgt_emb = nn.Embedding(tgt_vocab_size, n_embd)
+        self.decoder = nn.GRU(n_embd + 2 * n_hidden, n_hidden, n_layer, batch_first=True,
+                              dropout=dropout if n_layer > 1 else 0.0)
+        self.deep_out = nn.Linear(n_hidden + 2 * n_hidden + n_embd, n_embd)  # Bahdanau's t_i
+        self.lm_head = nn.Linear(n_embd, tgt_vocab_size)
+        self.drop = nn.Dropout(dropout)
+
+    def encode(self, src):
+        """src (B,S) -> memory {h, U h, mask} and the decoder's first state {s: s_0}."""
+        mask = src != PAD  # (B,S)
+        x = self.drop(self.src_emb(src))  # (B,S,C)
+        # packed, so that the backward direction starts at each sentence's last real token
+        packed = nn.utils.rnn.pack_padded_sequence(x, mask.sum(1).cpu(), batch_first=True,
+                                                   enforce_sorted=False)
+        h, h_n = self.encoder(packed)
+        h, _ = nn.utils.rnn.pad_packed_sequence(h, batch_first=True, total_length=src.shape[1])
+        # the bridge: s_0 = tanh(W_b [h_forward_last; h_backward_first]), layer by layer
+        L, B, H = self.encoder.num_layers, src.shape[0], self.encoder.hidden_size
+        h_n = h_n.view(L, 2, B, H).transpose(1, 2).reshape(L, B, 2 * H)  # (L,B,2H)
+        s = torch.tanh(self.bridge(h_n))  # (L,B,H)
+        memory = {"h": h, "Uh": self.attention.U(h), "mask": mask}  # (B,S,2H), (B,S,A), (B,S)
+        return memory, {"s": s.transpose(0, 1)}  # s (B,L,H): the batch first, as beams need
+
+    def decode_step(self, y, state, memory):
+        """One step: y (B,) the last token written -> logits (B,V) of the next, the new state,
+        and the attention weights (B,S) the step used."""
+        s = state["s"].transpose(0, 1).contiguous()  # (L,B,H)
+        c, a = self.attention(s[-1], memory["h"], memory["mask"], memory["Uh"])  # (B,2H), (B,S)
+        e = self.drop(self.tgt_emb(y))  # (B,C)
+        out, s = self.decoder(torch.cat((e, c), dim=-1)[:, None], s)  # (B,1,H)
+        o = torch.tanh(self.deep_out(torch.cat((out[:, 0], c, e), dim=-1)))  # (B,C)
+        logits = self.lm_head(self.drop(o))  # (B,V)
+        return logits, {"s": s.transpose(0, 1)}, a
+
+    def forward(self, src, idx, targets=None):
+        """Teacher forcing: src (B,S), idx (B,T) the target read so far -> logits (B,T,V);
+        the loss averages over the real (non-<pad>) targets."""
+        memory, state = self.encode(src)
+        logits = []
+        for y in idx.unbind(1):
+            logits_t, state, _ = self.decode_step(y, state, memory)
+            logits.append(logits_t)
+        logits = torch.stack(logits, dim=1)  # (B,T,V)
+        loss = None if targets is None else F.cross_entropy(
+            logits.flatten(0, 1), targets.flatten(), ignore_index=PAD)
+        return logits, loss
 
 
-def arg(default, help, must_be=None):
-    """A config field: its default, its --help text, and "positive" or "non-negative" if so."""
-    return dataclasses.field(default=default, metadata={"help": help, "must_be": must_be})
-
-
-@dataclasses.dataclass
-class Config:
-    # data
-    data: str = arg("", "TSV file of source<TAB>target pairs; empty: generated dates")
-    tokens: str = arg("char", "char: one token a character; word: lowercased words, punctuation"
-                              " split off")
-    min_freq: int = arg(1, "tokens seen fewer times in training become <unk>", "positive")
-    # model
-    n_embd: int = arg(32, "size of a token's embedding", "positive")
-    n_hidden: int = arg(128, "size of each recurrent state (the encoder's, per direction)",
-                        "positive")
-    n_layer: int = arg(1, "recurrent layers stacked, in the encoder and the decoder", "positive")
-    dropout: float = arg(0.0, "dropout on embeddings and the output layer's input",
-                         "non-negative")
-    # optimization
-    batch_size: int = arg(64, "pairs per step", "positive")
-    lr: float = arg(3e-3, "Adam learning rate, decayed along a cosine to lr/10", "positive")
-    grad_clip: float = arg(1.0, "clip the gradient norm to this (0: off)", "non-negative")
-    max_steps: int = arg(1000, "optimizer steps in all", "positive")
-    eval_interval: int = arg(200, "steps between evaluations and checkpoints", "positive")
-    eval_steps: int = arg(20, "batches averaged per evaluation (and decoded, of val)",
-                          "positive")
-    # system
-    device: str = arg("", "cpu, cuda, mps, ...; empty: the best one available")
-    seed: int = arg(1337, "seed for weights, batches and sampling")
-    out_dir: str = arg("out", "where the checkpoint <script>.pt goes")
-    resume: bool = arg(False, "continue training from the checkpoint in --out-dir")
-    sample_only: bool = arg(False, "sample from the checkpoint in --out-dir without training")
-    # sampling
-    prompt: str = arg("", "source text to translate; empty: --num-samples validation pairs")
-    num_samples: int = arg(4, "validation pairs translated at the end", "non-negative")
-    max_new_tokens: int = arg(32, "longest translation, in tokens", "positive")
-    beam_size: int = arg(1, "beams searched when translating (1: greedy)", "positive")
-    show_attention: bool = arg(False, "print every translation's attention map (after"
-                                      " training the first one's is printed anyway)")
-
-    def __post_init__(self):  # refuse impossible values before any work is done
-        for f in dataclasses.fields(self):
-            value, rule = getattr(self, f.name), f.metadata["must_be"]
-            if rule == "positive" and not value > 0 or rule == "non-negative" and not value >= 0:
-                raise BadInput(f"--{f.name.replace('_', '-')} must be {rule}, got {value}")
-        if self.tokens not in TOKENIZERS:
-            raise BadInput(f"--tokens must be {' or '.join(TOKENIZERS)}, got {self.tokens!r}")
-        if not self.dropout < 1:
-            raise BadInput(f"--dropout must be below 1, got {self.dropout}")
-
-
-MODEL_ARGS = ("n_embd", "n_hidden", "n_layer", "tokens")  # what a checkpoint fixes
+def make_model(vocab, cfg):
+    """The model cfg describes, sized for vocab's source and target vocabularies."""
+    return Seq2Seq(len(vocab["src"]), len(vocab["tgt"]), cfg.n_embd, cfg.n_hidden, cfg.n_layer,
+                   cfg.dropout)
 
 
 # ----------------------------------------------------------------------------- data
@@ -167,23 +196,20 @@ def read_tsv(path):
     second ignored (the Tatoeba / manythings.org format), blank lines skipped."""
     try:
         with open(path, "rb") as f:
-            raw = f.read()
+            text = f.read().decode("utf-8")
     except OSError as e:
         raise BadInput(f"cannot read --data {path}: {e.strerror}") from None
-    try:
-        text = raw.decode("utf-8")
     except UnicodeDecodeError as e:
         raise BadInput(f"--data {path} is not UTF-8 text (bad byte at offset {e.start})") from None
     pairs = []
     for number, line in enumerate(text.splitlines(), 1):
         if not line.strip():
             continue
-        columns = line.split("\t")
-        if len(columns) < 2 or not columns[0].strip() or not columns[1].strip():
-            raise BadInput(f"--data {path} line {number} is not source<TAB>target: {line[:40]!r}")
-        pairs.append((columns[0].strip(), columns[1].strip()))
-    if not pairs:
-        raise BadInput(f"--data {path} has no source<TAB>target pairs")
+        columns = [column.strip() for column in line.split("\t")]
+        require(len(columns) >= 2 and columns[0] and columns[1],
+                f"--data {path} line {number} is not source<TAB>target: {line[:40]!r}")
+        pairs.append((columns[0], columns[1]))
+    require(pairs, f"--data {path} has no source<TAB>target pairs")
     return pairs
 
 
@@ -196,9 +222,8 @@ def load_pairs(path, tokens):
         splits["val"] = [(s, t) for s, t in splits["val"] if s not in seen]
     else:
         pairs = read_tsv(path)
-        if len(pairs) < 2:
-            raise BadInput(f"--data {path} has {len(pairs)} pair; need 2: one to train on,"
-                           " one to validate on")
+        require(len(pairs) >= 2, f"--data {path} has {len(pairs)} pair; need 2: one to train"
+                                 " on, one to validate on")
         random.Random(0).shuffle(pairs)
         n = len(pairs) - max(1, len(pairs) // 10)
         splits = {"train": pairs[:n], "val": pairs[n:]}
@@ -235,16 +260,13 @@ def make_examples(pairs, vocab):
 
 def pad(seqs):
     """Lists of ids -> LongTensor (B, longest), right-padded with <pad>."""
-    out = torch.full((len(seqs), max(map(len, seqs))), PAD, dtype=torch.long)
-    for i, seq in enumerate(seqs):
-        out[i, :len(seq)] = torch.tensor(seq)
-    return out
+    return nn.utils.rnn.pad_sequence([torch.tensor(s) for s in seqs], batch_first=True,
+                                     padding_value=PAD)
 
 
 def collate(examples, device):
     """Examples -> src (B,S), idx (B,T) the decoder's input (<bos> first), targets (B,T)."""
-    src = pad([e[0] for e in examples])
-    tgt = pad([[BOS] + e[1] for e in examples])
+    src, tgt = pad([e[0] for e in examples]), pad([[BOS] + e[1] for e in examples])
     return src.to(device), tgt[:, :-1].to(device), tgt[:, 1:].to(device)
 
 
@@ -253,98 +275,6 @@ def get_batch(examples, batch_size, device):
     i = torch.randint(len(examples), ()).item()
     start = min(max(i - batch_size // 2, 0), max(len(examples) - batch_size, 0))
     return collate(examples[start:start + batch_size], device)
-
-
-# ----------------------------------------------------------------------------- model
-
-class Attention(nn.Module):
-    """Bahdanau's additive attention: score(s, h_j) = v^T tanh(W s + U h_j)."""
-
-    def __init__(self, n_query, n_key, n_attn):
-        super().__init__()
-        self.W = nn.Linear(n_query, n_attn, bias=False)
-        self.U = nn.Linear(n_key, n_attn)
-        self.v = nn.Linear(n_attn, 1, bias=False)
-
-    def forward(self, s, h, mask, Uh=None):
-        """s (B,H) the decoder's state; h (B,S,2H) the encoder's; mask (B,S) True on real
-        tokens; Uh = U h, the same at every decoding step, may come precomputed.
-        Returns the context c (B,2H) and the weights a (B,S)."""
-        if Uh is None:
-            Uh = self.U(h)  # (B,S,A)
-        e = self.v(torch.tanh(self.W(s)[:, None] + Uh)).squeeze(-1)  # (B,S)
-        # exp(-inf) is exactly 0: padding gets no weight, and the rest still sums to 1
-        a = F.softmax(e.masked_fill(~mask, float("-inf")), dim=-1)  # (B,S)
-        c = torch.bmm(a[:, None], h).squeeze(1)  # (B,2H)
-        return c, a
-
-
-class Seq2Seq(nn.Module):
-    """Bidirectional GRU encoder -> bridge -> GRU decoder attending over the encoder's states.
-
-    The interface sample() uses (shared with transformer.py): encode(src) -> (memory, state);
-    decode_step(y, state, memory) -> (logits, state, attention). memory and state are tuples
-    of tensors with the batch along dim 0, so that beam search can reorder them."""
-
-    def __init__(self, src_vocab_size, tgt_vocab_size, n_embd, n_hidden, n_layer, dropout=0.0):
-        super().__init__()
-        self.src_emb = nn.Embedding(src_vocab_size, n_embd)
-        self.encoder = nn.GRU(n_embd, n_hidden, n_layer, batch_first=True, bidirectional=True,
-                              dropout=dropout if n_layer > 1 else 0.0)
-        self.bridge = nn.Linear(2 * n_hidden, n_hidden)
-        self.attention = Attention(n_hidden, 2 * n_hidden, n_hidden)
-        self.tgt_emb = nn.Embedding(tgt_vocab_size, n_embd)
-        self.decoder = nn.GRU(n_embd + 2 * n_hidden, n_hidden, n_layer, batch_first=True,
-                              dropout=dropout if n_layer > 1 else 0.0)
-        self.deep_out = nn.Linear(n_hidden + 2 * n_hidden + n_embd, n_embd)  # Bahdanau's t_i
-        self.lm_head = nn.Linear(n_embd, tgt_vocab_size)
-        self.drop = nn.Dropout(dropout)
-
-    def encode(self, src):
-        """src (B,S) -> memory (h, U h, mask) and the decoder's first state (s_0,)."""
-        mask = src != PAD  # (B,S)
-        x = self.drop(self.src_emb(src))  # (B,S,C)
-        # packed, so that the backward direction starts at each sentence's last real token
-        packed = nn.utils.rnn.pack_padded_sequence(x, mask.sum(1).cpu(), batch_first=True,
-                                                   enforce_sorted=False)
-        h, h_n = self.encoder(packed)
-        h, _ = nn.utils.rnn.pad_packed_sequence(h, batch_first=True, total_length=src.shape[1])
-        # the bridge: s_0 = tanh(W_b [h_forward_last; h_backward_first]), layer by layer
-        L, B, H = self.encoder.num_layers, src.shape[0], self.encoder.hidden_size
-        h_n = h_n.view(L, 2, B, H).transpose(1, 2).reshape(L, B, 2 * H)  # (L,B,2H)
-        s = torch.tanh(self.bridge(h_n))  # (L,B,H)
-        return (h, self.attention.U(h), mask), (s.transpose(0, 1),)  # h (B,S,2H), s (B,L,H)
-
-    def decode_step(self, y, state, memory):
-        """One step: y (B,) the last token written -> logits (B,V) of the next, the new state,
-        and the attention weights (B,S) the step used."""
-        h, Uh, mask = memory
-        s = state[0].transpose(0, 1).contiguous()  # (L,B,H)
-        c, a = self.attention(s[-1], h, mask, Uh)  # (B,2H), (B,S)
-        e = self.drop(self.tgt_emb(y))  # (B,C)
-        out, s = self.decoder(torch.cat((e, c), dim=-1)[:, None], s)  # (B,1,H)
-        o = torch.tanh(self.deep_out(torch.cat((out[:, 0], c, e), dim=-1)))  # (B,C)
-        logits = self.lm_head(self.drop(o))  # (B,V)
-        return logits, (s.transpose(0, 1),), a
-
-    def forward(self, src, idx, targets=None):
-        """Teacher forcing: src (B,S), idx (B,T) the target read so far -> logits (B,T,V);
-        the loss averages over the real (non-<pad>) targets."""
-        memory, state = self.encode(src)
-        logits = []
-        for y in idx.unbind(1):
-            logits_t, state, _ = self.decode_step(y, state, memory)
-            logits.append(logits_t)
-        logits = torch.stack(logits, dim=1)  # (B,T,V)
-        loss = None if targets is None else F.cross_entropy(
-            logits.flatten(0, 1), targets.flatten(), ignore_index=PAD)
-        return logits, loss
-
-
-def make_model(vocab, cfg):
-    """The model cfg describes, sized for vocab's source and target vocabularies."""
-    return Seq2Seq(len(vocab["src"]), len(vocab["tgt"]), cfg.n_embd, cfg.n_hidden, cfg.n_layer,
-                   cfg.dropout)
 
 
 # ----------------------------------------------------------------------------- train
@@ -400,25 +330,22 @@ def train(model, optimizer, data, vocab, cfg, step=0, save=None):
     """Train from `step` to cfg.max_steps on data = {"train": examples, "val": examples}. Every
     eval_interval steps and at the end: evaluate (loss, and greedy translation of
     eval_steps * batch_size val pairs spread over all lengths), log, and call save(step) if
-    given. Ctrl-C saves and raises KeyboardInterrupt; a non-finite loss raises
+    given. Ctrl-C saves and raises KeyboardInterrupt; a non-finite loss or gradient raises
     FloatingPointError before it can reach the weights. Returns the last evaluation."""
     device = next(model.parameters()).device
     val = data["val"][::max(1, len(data["val"]) // (cfg.eval_steps * cfg.batch_size))]
     start, losses, tokens = step, {}, 0
+    evaluated = step if step > 0 else None  # a resumed run evaluated its first step, then saved
     stop = []  # Ctrl-C lands here; the loop ends at the next step boundary, weights consistent
     handler = signal.signal(signal.SIGINT, lambda *_: stop.append(True))
     t0 = t_log = time.time()
     try:
         while True:
-            due = step % cfg.eval_interval == 0 or step == cfg.max_steps
-            if due and (step > start or step == 0):  # a resumed run has evaluated `start` already
+            due = (step % cfg.eval_interval == 0 or step == cfg.max_steps) and step != evaluated
+            if due:
                 losses = estimate_loss(model, data, cfg, device)
-                if not math.isfinite(losses["train"]):
-                    raise FloatingPointError(f"loss is {losses['train']} at step {step}; stopped,"
-                                             " the last good checkpoint is kept")
-                model.eval()
                 losses.update(evaluate(model, val, vocab, cfg, device))
-                model.train()
+                model.train()  # sample() turned dropout off
                 now = time.time()
                 eta = (now - t0) / (step - start) * (cfg.max_steps - step) if step > start else 0
                 print(f"step {step:5d} | train loss {losses['train']:.4f} | val loss"
@@ -427,27 +354,25 @@ def train(model, optimizer, data, vocab, cfg, step=0, save=None):
                       f" {math.exp(min(losses['val'], 50)):.2f} | exact"
                       f" {100 * losses['exact']:5.1f}% | BLEU {100 * losses['bleu']:5.2f}",
                       flush=True)
-                if save:
-                    save(step)
-                t_log, tokens = time.time(), 0
+                t_log, tokens = now, 0
+            if save and (due or stop):
+                save(step)
             if step >= cfg.max_steps:
                 break
             if stop:
-                if save:
-                    save(step)
                 print(f"interrupted at step {step}; saved", flush=True)
                 raise KeyboardInterrupt
             for group in optimizer.param_groups:
                 group["lr"] = get_lr(step, cfg)
             src, idx, targets = get_batch(data["train"], cfg.batch_size, device)
             _, loss = model(src, idx, targets)
-            if not torch.isfinite(loss):
-                raise FloatingPointError(f"loss is {loss.item()} at step {step}; stopped, the last"
-                                         " good checkpoint is kept")
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
-            if cfg.grad_clip:
-                nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+            # max_norm inf clips nothing (grad_clip 0), but the norm tells of any inf or NaN
+            norm = nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip or math.inf)
+            if not (torch.isfinite(loss) and torch.isfinite(norm)):  # stop before the weights
+                raise FloatingPointError(f"loss {loss.item():.4g}, gradient norm {norm.item()} at"
+                                         f" step {step}; stopped, the last good checkpoint is kept")
             optimizer.step()
             tokens += (src != PAD).sum().item() + (targets != PAD).sum().item()
             step += 1
@@ -458,9 +383,14 @@ def train(model, optimizer, data, vocab, cfg, step=0, save=None):
 
 # ----------------------------------------------------------------------------- sample
 
-def select(tensors, index):
-    """Rows `index` of every tensor in a tuple (of memory or state)."""
-    return tuple(t[index] for t in tensors)
+def select(x, index):
+    """Rows `index` of every tensor in x: a tensor, or a dict or list of them, nested as deep as
+    it is. Beam search reorders the decoder's state and memory with it."""
+    if isinstance(x, dict):
+        return {name: select(value, index) for name, value in x.items()}
+    if isinstance(x, list):
+        return [select(value, index) for value in x]
+    return x[index]
 
 
 @torch.no_grad()
@@ -533,7 +463,7 @@ SHADES = " ░▒▓█"  # attention weight 0 .. 1
 def attention_map(source, output, attention):
     """Text heatmap: the source tokens along the top (written downwards), the output tokens
     down the side, each cell shaded by how much that output step attended to that token."""
-    source, output = source + ["<eos>"], output
+    source = source + ["<eos>"]
     width = max(map(len, output), default=0) + 1
     lines = [" " * width + "".join(f"{t[i] if i < len(t) else ' '} " for t in source)
              for i in range(max(map(len, source)))]
@@ -543,37 +473,128 @@ def attention_map(source, output, attention):
     return "\n".join(line.rstrip() for line in lines)
 
 
+# ----------------------------------------------------------------------------- config
+
+SCRIPT = "seq2seq"  # written into checkpoints, so that a sibling script refuses this one's
+
+
+def arg(default, help, must_be=None):
+    """A config field: its default, its --help text, and "positive" or "non-negative" if so."""
+    return dataclasses.field(default=default, metadata={"help": help, "must_be": must_be})
+
+
+@dataclasses.dataclass
+class Config:
+    # data
+    data: str = arg("", "TSV file of source<TAB>target pairs; empty: generated dates")
+    tokens: str = arg("char", "char: one token a character; word: lowercased words, punctuation"
+                              " split off")
+    min_freq: int = arg(1, "tokens seen fewer times in training become <unk>", "positive")
+    # model
+    n_embd: int = arg(32, "size of a token's embedding", "positive")
+    n_hidden: int = arg(128, "size of each recurrent state (the encoder's, per direction)",
+                        "positive")
+    n_layer: int = arg(1, "recurrent layers stacked, in the encoder and the decoder", "positive")
+    dropout: float = arg(0.0, "dropout on embeddings and the output layer's input",
+                         "non-negative")
+    # optimization
+    batch_size: int = arg(64, "pairs per step", "positive")
+    lr: float = arg(3e-3, "Adam learning rate, decayed along a cosine to lr/10", "positive")
+    grad_clip: float = arg(1.0, "clip the gradient norm to this (0: off)", "non-negative")
+    max_steps: int = arg(1000, "optimizer steps in all", "positive")
+    eval_interval: int = arg(200, "steps between evaluations and checkpoints", "positive")
+    eval_steps: int = arg(20, "batches averaged per evaluation (and decoded, of val)",
+                          "positive")
+    # system
+    device: str = arg("", "cpu, cuda, mps, ...; empty: the best one available")
+    seed: int = arg(1337, "seed for weights, batches and sampling")
+    out_dir: str = arg("out", "where the checkpoint <script>.pt goes")
+    resume: bool = arg(False, "continue training from the checkpoint in --out-dir")
+    sample_only: bool = arg(False, "sample from the checkpoint in --out-dir without training")
+    # sampling
+    prompt: str = arg("", "source text to translate; empty: --num-samples validation pairs")
+    num_samples: int = arg(4, "validation pairs translated at the end", "non-negative")
+    max_new_tokens: int = arg(32, "longest translation, in tokens", "positive")
+    beam_size: int = arg(1, "beams searched when translating (1: greedy)", "positive")
+    show_attention: bool = arg(False, "print every translation's attention map (after"
+                                      " training the first one's is printed anyway)")
+
+    def __post_init__(self):  # refuse impossible values before any work is done
+        for f in dataclasses.fields(self):
+            value, rule = getattr(self, f.name), f.metadata["must_be"]
+            if rule:
+                require(value > 0 if rule == "positive" else value >= 0,
+                        f"--{f.name.replace('_', '-')} must be {rule}, got {value}")
+        require(self.tokens in TOKENIZERS,
+                f"--tokens must be {' or '.join(TOKENIZERS)}, got {self.tokens!r}")
+        require(self.dropout < 1, f"--dropout must be below 1, got {self.dropout}")
+
+
+MODEL_ARGS = ("n_embd", "n_hidden", "n_layer", "tokens")  # what a checkpoint fixes
+
+
 # ----------------------------------------------------------------------------- main
 
+class BadInput(ValueError):
+    """Input we refuse: main() prints it as one line and exits with status 2."""
+
+
+def require(ok, message):
+    """Refuse (raise BadInput(message)) unless ok."""
+    if not ok:
+        raise BadInput(message)
+
+
 def pick_device(name):
+    """The device --device names, refused if this machine lacks it; empty: cuda, else mps,
+    else cpu."""
+    available = {"cuda": torch.cuda.is_available(), "mps": torch.backends.mps.is_available()}
     if not name:
-        name = "cuda" if torch.cuda.is_available() else (
-            "mps" if torch.backends.mps.is_available() else "cpu")
+        name = "cuda" if available["cuda"] else "mps" if available["mps"] else "cpu"
     try:
-        return torch.device(name)
+        device = torch.device(name)
     except RuntimeError:
         raise BadInput(f"unknown --device {name!r}") from None
+    require(available.get(device.type, True), f"--device {name}: this machine has no"
+                                              f" {device.type} device (try cpu)")
+    return device
+
+
+GENERATORS = {"cuda": torch.cuda, "mps": torch.mps}  # a device's own random generator
+
+
+def rng_states(device):
+    """The state of every random generator the run draws from: the CPU's (batches, and dropout
+    there) and the device's own (dropout on a GPU), so that --resume draws the same numbers."""
+    states = {"cpu": torch.get_rng_state()}
+    if device.type in GENERATORS:
+        states[device.type] = GENERATORS[device.type].get_rng_state(device)
+    return states
+
+
+def set_rng_states(states, device):
+    torch.set_rng_state(states["cpu"])
+    if device.type in GENERATORS and device.type in states:
+        GENERATORS[device.type].set_rng_state(states[device.type], device)
 
 
 def load_checkpoint(path, cfg):
     """The checkpoint at `path`, checked to be this script's; its model shape goes into cfg,
     and a flag that asks for another shape is refused."""
-    if not os.path.exists(path):
-        raise BadInput(f"no checkpoint at {path}; train one first (or point --out-dir at it)")
+    require(os.path.exists(path), f"no checkpoint at {path}; train one first (or point"
+                                  " --out-dir at it)")
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:
         raise BadInput(f"{path} is not a readable checkpoint ({type(e).__name__})") from None
-    if not isinstance(ckpt, dict) or ckpt.get("script") != SCRIPT:
-        who = ckpt.get("script", "?") if isinstance(ckpt, dict) else "?"
-        raise BadInput(f"{path} is a checkpoint of {who}.py, not of {SCRIPT}.py")
+    who = ckpt.get("script", "?") if isinstance(ckpt, dict) else "?"
+    require(who == SCRIPT, f"{path} is a checkpoint of {who}.py, not of {SCRIPT}.py")
     for name in MODEL_ARGS:
         given, saved = getattr(cfg, name), ckpt["config"][name]
         asked = (name in cfg.flags_given if hasattr(cfg, "flags_given")
                  else given != getattr(Config, name))
-        if asked and given != saved:
-            raise BadInput(f"--{name.replace('_', '-')} {given} differs from the checkpoint's"
-                           f" {saved}")
+        require(not asked or given == saved,
+                f"--{name.replace('_', '-')} {given} differs from the checkpoint's {saved}")
         setattr(cfg, name, saved)
     return ckpt
 
@@ -625,14 +646,14 @@ def run(cfg):
         vocab = ckpt["vocab"]
     else:
         vocab = build_vocab(pairs["train"], cfg.min_freq)
-        if ckpt and ckpt["vocab"] != vocab:
-            raise BadInput(f"this data's vocabulary differs from the checkpoint's; resume on the"
-                           f" data it was trained on ({ckpt['config']['data'] or 'the default'})")
+        if ckpt:
+            trained_on = ckpt["config"]["data"] or "the default"
+            require(ckpt["vocab"] == vocab, "this data's vocabulary differs from the checkpoint's;"
+                    f" resume on the data it was trained on ({trained_on})")
     data = pairs and {name: make_examples(part, vocab) for name, part in pairs.items()}
     if cfg.prompt:
         unseen = sorted(set(TOKENIZERS[cfg.tokens](cfg.prompt)) - set(vocab["src"]))
-        if unseen:
-            raise BadInput(f"--prompt has tokens never seen in training: {unseen}"[:200])
+        require(not unseen, f"--prompt has tokens never seen in training: {unseen}"[:200])
         chosen = make_examples([(TOKENIZERS[cfg.tokens](cfg.prompt), [])], vocab)
     else:
         chosen = data["val"][::max(1, len(data["val"]) // max(cfg.num_samples, 1))]
@@ -644,18 +665,19 @@ def run(cfg):
         model.load_state_dict(ckpt["model"])
         optimizer.load_state_dict(ckpt["optimizer"])
         step = ckpt["step"]
-        torch.set_rng_state(ckpt["rng"])
+        set_rng_states(ckpt["rng"], device)
     n_params = sum(p.numel() for p in model.parameters())
     print(f"{SCRIPT}.py: {n_params / 1e6:.2f}M parameters, vocabulary {len(vocab['src'])} source"
           f" / {len(vocab['tgt'])} target, on {device}")
     if not cfg.sample_only:
-        print(f"data: {len(data['train']):,} train / {len(data['val']):,} val pairs")
+        print(f"data: {len(data['train']):,} train / {len(data['val']):,} val pairs"
+              + (f"; resuming from step {step}" if ckpt else ""))
 
         def save(step):
             save_checkpoint(path, {"script": SCRIPT, "config": dataclasses.asdict(cfg),
                                    "vocab": vocab, "step": step, "model": model.state_dict(),
                                    "optimizer": optimizer.state_dict(),
-                                   "rng": torch.get_rng_state()})
+                                   "rng": rng_states(device)})
 
         train(model, optimizer, data, vocab, cfg, step, save)
     src = collate(chosen, device)[0] if chosen else None

@@ -50,223 +50,6 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-SCRIPT = "transformer"  # written into checkpoints, so that a sibling script refuses this one's
-
-
-# ----------------------------------------------------------------------------- config
-
-class BadInput(ValueError):
-    """Input we refuse: main() prints it as one line and exits with status 2."""
-
-
-def arg(default, help, must_be=None):
-    """A config field: its default, its --help text, and "positive" or "non-negative" if so."""
-    return dataclasses.field(default=default, metadata={"help": help, "must_be": must_be})
-
-
-@dataclasses.dataclass
-class Config:
-    # data
-    data: str = arg("", "TSV file of source<TAB>target pairs; empty: generated dates")
-    tokens: str = arg("char", "char: one token a character; word: lowercased words, punctuation"
-                              " split off")
-    min_freq: int = arg(1, "tokens seen fewer times in training become <unk>", "positive")
-    # model
-    n_embd: int = arg(128, "d_model: the size of every token's vector, layer to layer",
-                      "positive")
-    n_hidden: int = arg(256, "d_ff: the inner size of each feed-forward network", "positive")
-    n_layer: int = arg(2, "layers in the encoder stack, and in the decoder stack", "positive")
-    n_head: int = arg(4, "attention heads; must divide n_embd", "positive")
-    norm_first: bool = arg(False, "layer norm before each sublayer (steadier when deep), not"
-                                  " after it as in the paper")
-    dropout: float = arg(0.0, "dropout on embeddings, attention weights and sublayer outputs"
-                              " (the paper: 0.1)", "non-negative")
-    # optimization
-    batch_size: int = arg(64, "pairs per step", "positive")
-    lr: float = arg(1e-3, "Adam's peak learning rate, reached after the warmup", "positive")
-    warmup_steps: int = arg(200, "steps of linear warmup before the 1/sqrt(step) decay",
-                            "positive")
-    grad_clip: float = arg(1.0, "clip the gradient norm to this (0: off)", "non-negative")
-    max_steps: int = arg(2500, "optimizer steps in all", "positive")
-    eval_interval: int = arg(250, "steps between evaluations and checkpoints", "positive")
-    eval_steps: int = arg(20, "batches averaged per evaluation (and decoded, of val)",
-                          "positive")
-    # system
-    device: str = arg("", "cpu, cuda, mps, ...; empty: the best one available")
-    seed: int = arg(1337, "seed for weights, batches and sampling")
-    out_dir: str = arg("out", "where the checkpoint <script>.pt goes")
-    resume: bool = arg(False, "continue training from the checkpoint in --out-dir")
-    sample_only: bool = arg(False, "sample from the checkpoint in --out-dir without training")
-    # sampling
-    prompt: str = arg("", "source text to translate; empty: --num-samples validation pairs")
-    num_samples: int = arg(4, "validation pairs translated at the end", "non-negative")
-    max_new_tokens: int = arg(32, "longest translation, in tokens", "positive")
-    beam_size: int = arg(1, "beams searched when translating (1: greedy)", "positive")
-    show_attention: bool = arg(False, "print every translation's attention map (after"
-                                      " training the first one's is printed anyway)")
-
-    def __post_init__(self):  # refuse impossible values before any work is done
-        for f in dataclasses.fields(self):
-            value, rule = getattr(self, f.name), f.metadata["must_be"]
-            if rule == "positive" and not value > 0 or rule == "non-negative" and not value >= 0:
-                raise BadInput(f"--{f.name.replace('_', '-')} must be {rule}, got {value}")
-        if self.tokens not in TOKENIZERS:
-            raise BadInput(f"--tokens must be {' or '.join(TOKENIZERS)}, got {self.tokens!r}")
-        if not self.dropout < 1:
-            raise BadInput(f"--dropout must be below 1, got {self.dropout}")
-        if self.n_embd % self.n_head:
-            raise BadInput(f"--n-head {self.n_head} must divide --n-embd {self.n_embd}")
-
-
-MODEL_ARGS = ("n_embd", "n_hidden", "n_layer", "n_head", "norm_first",
-              "tokens")  # what a checkpoint fixes
-
-
-# ----------------------------------------------------------------------------- data
-
-TOKENIZERS = {
-    "char": list,
-    "word": lambda text: re.findall(r"\w+|[^\w\s]", text.lower()),  # "Hi, you!" -> hi , you !
-}
-JOIN = {"char": "", "word": " "}  # tokens -> text
-SPECIALS = ["<pad>", "<bos>", "<eos>", "<unk>"]
-PAD, BOS, EOS, UNK = range(4)  # their ids, the same in every vocabulary
-
-MONTHS = ["january", "february", "march", "april", "may", "june", "july", "august",
-          "september", "october", "november", "december"]
-DAYS = ["monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday"]
-
-
-def ordinal(n):
-    return f"{n}{'th' if 10 <= n % 100 <= 20 else {1: 'st', 2: 'nd', 3: 'rd'}.get(n % 10, 'th')}"
-
-
-# Each human format of a date, with one fixed convention (US month/day order for "/", European
-# day.month for "."; two-digit years as POSIX strptime reads them, so only 1969-2068 use them).
-DATE_FORMATS = [
-    lambda d: f"{DAYS[d.weekday()]}, {MONTHS[d.month - 1]} {d.day}, {d.year}",
-    lambda d: f"{MONTHS[d.month - 1]} {d.day}, {d.year}",
-    lambda d: f"{d.day} {MONTHS[d.month - 1][:3]} {d.year % 100:02d}",
-    lambda d: f"{d.month:02d}/{d.day:02d}/{d.year}",
-    lambda d: f"{d.year} {MONTHS[d.month - 1]} {ordinal(d.day)}",
-    lambda d: f"{d.day:02d}.{d.month:02d}.{d.year}",
-    lambda d: f"{d.day} {MONTHS[d.month - 1]} {d.year}",
-    lambda d: f"the {ordinal(d.day)} of {MONTHS[d.month - 1]}, {d.year}",
-    lambda d: f"{DAYS[d.weekday()][:3]} {d.day} {MONTHS[d.month - 1][:3]} {d.year}",
-    lambda d: f"{d.year}{d.month:02d}{d.day:02d}",
-]
-TWO_DIGIT_YEARS = (1969, 2068)  # the years format 2 may write as two digits
-FIRST, LAST = datetime.date(1900, 1, 1).toordinal(), datetime.date(2099, 12, 31).toordinal()
-
-
-def generate_dates(n, seed):
-    """n pairs (a date as a person writes it, its ISO form), dates uniform in 1900-2099."""
-    rng = random.Random(seed)
-    pairs = []
-    while len(pairs) < n:
-        d = datetime.date.fromordinal(rng.randint(FIRST, LAST))
-        k = rng.randrange(len(DATE_FORMATS))
-        if k == 2 and not TWO_DIGIT_YEARS[0] <= d.year <= TWO_DIGIT_YEARS[1]:
-            continue
-        pairs.append((DATE_FORMATS[k](d), d.isoformat()))
-    return pairs
-
-
-DATES = {"train": (20_000, 0), "val": (2_000, 1)}  # (pairs, seed): separate seeds per split
-
-
-def read_tsv(path):
-    """(source, target) pairs from `path`: one a line, split at tabs, columns after the
-    second ignored (the Tatoeba / manythings.org format), blank lines skipped."""
-    try:
-        with open(path, "rb") as f:
-            raw = f.read()
-    except OSError as e:
-        raise BadInput(f"cannot read --data {path}: {e.strerror}") from None
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as e:
-        raise BadInput(f"--data {path} is not UTF-8 text (bad byte at offset {e.start})") from None
-    pairs = []
-    for number, line in enumerate(text.splitlines(), 1):
-        if not line.strip():
-            continue
-        columns = line.split("\t")
-        if len(columns) < 2 or not columns[0].strip() or not columns[1].strip():
-            raise BadInput(f"--data {path} line {number} is not source<TAB>target: {line[:40]!r}")
-        pairs.append((columns[0].strip(), columns[1].strip()))
-    if not pairs:
-        raise BadInput(f"--data {path} has no source<TAB>target pairs")
-    return pairs
-
-
-def load_pairs(path, tokens):
-    """{"train": [(source tokens, target tokens)], "val": [...]}: the generated dates, or the
-    pairs of the TSV at `path` shuffled with a fixed seed, the last 10% for validation."""
-    if not path:
-        splits = {name: generate_dates(n, seed) for name, (n, seed) in DATES.items()}
-        seen = {source for source, _ in splits["train"]}  # score val on unseen inputs only
-        splits["val"] = [(s, t) for s, t in splits["val"] if s not in seen]
-    else:
-        pairs = read_tsv(path)
-        if len(pairs) < 2:
-            raise BadInput(f"--data {path} has {len(pairs)} pair; need 2: one to train on,"
-                           " one to validate on")
-        random.Random(0).shuffle(pairs)
-        n = len(pairs) - max(1, len(pairs) // 10)
-        splits = {"train": pairs[:n], "val": pairs[n:]}
-    tokenize = TOKENIZERS[tokens]
-    return {name: [(tokenize(s), tokenize(t)) for s, t in part] for name, part in splits.items()}
-
-
-def build_vocab(pairs, min_freq):
-    """{"src": itos, "tgt": itos}: the specials, then the tokens seen at least min_freq times
-    in training, sorted, so that ids are the same from run to run."""
-    vocab = {}
-    for side, name in enumerate(("src", "tgt")):
-        counts = Counter(token for pair in pairs for token in pair[side])
-        vocab[name] = SPECIALS + sorted(t for t, n in counts.items() if n >= min_freq)
-    return vocab
-
-
-def encode(tokens, stoi):
-    """Tokens -> ids, <unk> for the unknown, <eos> appended; stoi maps token -> id."""
-    return [stoi.get(t, UNK) for t in tokens] + [EOS]
-
-
-def decode(ids, itos, tokens):
-    return JOIN[tokens].join(itos[i] for i in ids)
-
-
-def make_examples(pairs, vocab):
-    """Pairs -> (source ids, target ids, target tokens) sorted by length, so that neighbours
-    batch together with little padding; the target tokens are BLEU's reference, <unk>-free."""
-    src, tgt = ({t: i for i, t in enumerate(vocab[side])} for side in ("src", "tgt"))
-    examples = [(encode(s, src), encode(t, tgt), t) for s, t in pairs]
-    return sorted(examples, key=lambda e: (len(e[0]), len(e[1])))
-
-
-def pad(seqs):
-    """Lists of ids -> LongTensor (B, longest), right-padded with <pad>."""
-    out = torch.full((len(seqs), max(map(len, seqs))), PAD, dtype=torch.long)
-    for i, seq in enumerate(seqs):
-        out[i, :len(seq)] = torch.tensor(seq)
-    return out
-
-
-def collate(examples, device):
-    """Examples -> src (B,S), idx (B,T) the decoder's input (<bos> first), targets (B,T)."""
-    src = pad([e[0] for e in examples])
-    tgt = pad([[BOS] + e[1] for e in examples])
-    return src.to(device), tgt[:, :-1].to(device), tgt[:, 1:].to(device)
-
-
-def get_batch(examples, batch_size, device):
-    """A random example and its batch_size - 1 neighbours in length order: similar lengths."""
-    i = torch.randint(len(examples), ()).item()
-    start = min(max(i - batch_size // 2, 0), max(len(examples) - batch_size, 0))
-    return collate(examples[start:start + batch_size], device)
-
 
 # ----------------------------------------------------------------------------- model
 
@@ -369,34 +152,39 @@ class MultiheadAttention(nn.Module):
         return y, att.mean(1) if average_attn_weights else att
 
 
+ACTIVATIONS = {"relu": F.relu, "gelu": F.gelu}  # the names torch's layers accept
+
+
+def activation_function(activation):
+    """A layer's activation: a name torch accepts ("relu", "gelu") or a function."""
+    if not isinstance(activation, str):
+        return activation
+    if activation not in ACTIVATIONS:
+        raise ValueError(f"activation should be relu or gelu, not {activation!r}")
+    return ACTIVATIONS[activation]
+
+
 class TransformerEncoderLayer(nn.Module):
     """torch.nn.TransformerEncoderLayer: self-attention, then the position-wise feed-forward
     network FFN(x) = max(0, x W_1 + b_1) W_2 + b_2, each in a residual connection with layer
     norm: LayerNorm(x + Sublayer(x)) as in the paper, or x + Sublayer(LayerNorm(x)) if
     norm_first (more stable when deep)."""
 
-    cross = False  # attends to an encoder's output too (the decoder layer)
-
     def __init__(self, d_model, nhead, dim_feedforward=2048, dropout=0.1, activation=F.relu,
                  layer_norm_eps=1e-5, batch_first=False, norm_first=False, bias=True):
         super().__init__()
-        self.self_attn = MultiheadAttention(d_model, nhead, dropout, bias, batch_first)
-        if self.cross:
-            self.multihead_attn = MultiheadAttention(d_model, nhead, dropout, bias, batch_first)
+        self.self_attn = MultiheadAttention(d_model, nhead, dropout=dropout, bias=bias,
+                                            batch_first=batch_first)
         self.linear1 = nn.Linear(d_model, dim_feedforward, bias=bias)
         self.linear2 = nn.Linear(dim_feedforward, d_model, bias=bias)
-        for i in range(1, 4 if self.cross else 3):
-            setattr(self, f"norm{i}", LayerNorm(d_model, layer_norm_eps, bias))
+        self.norm1 = LayerNorm(d_model, eps=layer_norm_eps, bias=bias)
+        self.norm2 = LayerNorm(d_model, eps=layer_norm_eps, bias=bias)
         self.dropout = nn.Dropout(dropout)  # weightless: one module serves every sublayer
-        if isinstance(activation, str):
-            if activation not in ("relu", "gelu"):
-                raise ValueError(f"activation should be relu or gelu, not {activation!r}")
-            activation = getattr(F, activation)
-        self.activation, self.norm_first = activation, norm_first
+        self.activation, self.norm_first = activation_function(activation), norm_first
 
-    def _sa_block(self, x, mask, key_padding_mask, is_causal, cache=None):
-        x = self.self_attn(x, x, x, key_padding_mask, False, mask, is_causal=is_causal,
-                           cache=None if cache is None else cache.setdefault("self", {}))[0]
+    def _sa_block(self, x, mask, key_padding_mask, is_causal):
+        x = self.self_attn(x, x, x, key_padding_mask=key_padding_mask, need_weights=False,
+                           attn_mask=mask, is_causal=is_causal)[0]
         return self.dropout(x)
 
     def _ff_block(self, x):
@@ -411,35 +199,62 @@ class TransformerEncoderLayer(nn.Module):
         return self.norm2(x + self._ff_block(x))
 
 
-class TransformerDecoderLayer(TransformerEncoderLayer):
+class TransformerDecoderLayer(nn.Module):
     """torch.nn.TransformerDecoderLayer: masked self-attention, attention over the encoder's
-    output (`memory`), the feed-forward network; each a residual connection with layer norm."""
+    output (`memory`), the feed-forward network; each in a residual connection with layer
+    norm, after it (the paper) or before it (norm_first), as in the encoder layer."""
 
-    cross = True
+    def __init__(self, d_model, nhead, dim_feedforward=2048, dropout=0.1, activation=F.relu,
+                 layer_norm_eps=1e-5, batch_first=False, norm_first=False, bias=True):
+        super().__init__()
+        self.self_attn = MultiheadAttention(d_model, nhead, dropout=dropout, bias=bias,
+                                            batch_first=batch_first)
+        self.multihead_attn = MultiheadAttention(d_model, nhead, dropout=dropout, bias=bias,
+                                                 batch_first=batch_first)
+        self.linear1 = nn.Linear(d_model, dim_feedforward, bias=bias)
+        self.linear2 = nn.Linear(dim_feedforward, d_model, bias=bias)
+        self.norm1 = LayerNorm(d_model, eps=layer_norm_eps, bias=bias)
+        self.norm2 = LayerNorm(d_model, eps=layer_norm_eps, bias=bias)
+        self.norm3 = LayerNorm(d_model, eps=layer_norm_eps, bias=bias)
+        self.dropout = nn.Dropout(dropout)
+        self.activation, self.norm_first = activation_function(activation), norm_first
 
-    def _mha_block(self, x, memory, mask, key_padding_mask, is_causal, cache=None):
-        x, w = self.multihead_attn(x, memory, memory, key_padding_mask, cache is not None, mask,
-                                   False, is_causal,
+    def forward(self, tgt, memory, tgt_mask=None, memory_mask=None, tgt_key_padding_mask=None,
+                memory_key_padding_mask=None, tgt_is_causal=False, memory_is_causal=False,
+                cache=None):
+        """`cache`, a dict (empty at first) that keeps each attention's keys and values
+        ("self", "cross"), makes step-by-step decoding cost one position a step: pass only the
+        new positions of tgt each call. It also keeps their cross-attention weights ("attn")."""
+        x = tgt  # (B,T,E)
+        if self.norm_first:
+            x = x + self._sa_block(self.norm1(x), tgt_mask, tgt_key_padding_mask, tgt_is_causal,
+                                   cache)
+            x = x + self._mha_block(self.norm2(x), memory, memory_mask,
+                                    memory_key_padding_mask, memory_is_causal, cache)
+            return x + self._ff_block(self.norm3(x))
+        x = self.norm1(x + self._sa_block(x, tgt_mask, tgt_key_padding_mask, tgt_is_causal,
+                                          cache))
+        x = self.norm2(x + self._mha_block(x, memory, memory_mask, memory_key_padding_mask,
+                                           memory_is_causal, cache))
+        return self.norm3(x + self._ff_block(x))
+
+    def _sa_block(self, x, mask, key_padding_mask, is_causal, cache):
+        x = self.self_attn(x, x, x, key_padding_mask=key_padding_mask, need_weights=False,
+                           attn_mask=mask, is_causal=is_causal,
+                           cache=None if cache is None else cache.setdefault("self", {}))[0]
+        return self.dropout(x)
+
+    def _mha_block(self, x, memory, mask, key_padding_mask, is_causal, cache):
+        x, w = self.multihead_attn(x, memory, memory, key_padding_mask=key_padding_mask,
+                                   need_weights=cache is not None, attn_mask=mask,
+                                   average_attn_weights=False, is_causal=is_causal,
                                    cache=None if cache is None else cache.setdefault("cross", {}))
         if cache is not None:
             cache["attn"] = w  # (B,h,T,S): what each output position read, head by head
         return self.dropout(x)
 
-    def forward(self, tgt, memory, tgt_mask=None, memory_mask=None, tgt_key_padding_mask=None,
-                memory_key_padding_mask=None, tgt_is_causal=False, memory_is_causal=False,
-                cache=None):
-        """`cache`, a dict, makes step-by-step decoding cost one position a step: pass only the
-        new positions of tgt each call. It also keeps their cross-attention weights ("attn")."""
-        x = tgt  # (B,T,E)
-        sa = (tgt_mask, tgt_key_padding_mask, tgt_is_causal, cache)
-        mha = (memory, memory_mask, memory_key_padding_mask, memory_is_causal, cache)
-        if self.norm_first:
-            x = x + self._sa_block(self.norm1(x), *sa)
-            x = x + self._mha_block(self.norm2(x), *mha)
-            return x + self._ff_block(self.norm3(x))
-        x = self.norm1(x + self._sa_block(x, *sa))
-        x = self.norm2(x + self._mha_block(x, *mha))
-        return self.norm3(x + self._ff_block(x))
+    def _ff_block(self, x):
+        return self.dropout(self.linear2(self.dropout(self.activation(self.linear1(x)))))
 
 
 class TransformerEncoder(nn.Module):
@@ -455,13 +270,15 @@ class TransformerEncoder(nn.Module):
     def forward(self, src, mask=None, src_key_padding_mask=None, is_causal=None):
         x = src
         for layer in self.layers:
-            x = layer(x, mask, src_key_padding_mask, bool(is_causal))
+            x = layer(x, src_mask=mask, src_key_padding_mask=src_key_padding_mask,
+                      is_causal=bool(is_causal))
         return x if self.norm is None else self.norm(x)
 
 
 class TransformerDecoder(nn.Module):
     """torch.nn.TransformerDecoder: num_layers copies of decoder_layer, then `norm` if given.
-    `cache`, a list with a dict per layer, is for decoding a step at a time."""
+    `cache`, a list with a dict per layer (see TransformerDecoderLayer), is for decoding a step
+    at a time."""
 
     def __init__(self, decoder_layer, num_layers, norm=None):
         super().__init__()
@@ -473,9 +290,11 @@ class TransformerDecoder(nn.Module):
                 cache=None):
         x = tgt
         for i, layer in enumerate(self.layers):
-            x = layer(x, memory, tgt_mask, memory_mask, tgt_key_padding_mask,
-                      memory_key_padding_mask, bool(tgt_is_causal), memory_is_causal,
-                      None if cache is None else cache[i])
+            x = layer(x, memory, tgt_mask=tgt_mask, memory_mask=memory_mask,
+                      tgt_key_padding_mask=tgt_key_padding_mask,
+                      memory_key_padding_mask=memory_key_padding_mask,
+                      tgt_is_causal=bool(tgt_is_causal), memory_is_causal=memory_is_causal,
+                      cache=None if cache is None else cache[i])
         return x if self.norm is None else self.norm(x)
 
 
@@ -488,14 +307,15 @@ class Transformer(nn.Module):
                  custom_decoder=None, layer_norm_eps=1e-5, batch_first=False, norm_first=False,
                  bias=True):
         super().__init__()
-        layer_args = (d_model, nhead, dim_feedforward, dropout, activation, layer_norm_eps,
-                      batch_first, norm_first, bias)
+        layer = dict(d_model=d_model, nhead=nhead, dim_feedforward=dim_feedforward,
+                     dropout=dropout, activation=activation, layer_norm_eps=layer_norm_eps,
+                     batch_first=batch_first, norm_first=norm_first, bias=bias)
         self.encoder = custom_encoder or TransformerEncoder(
-            TransformerEncoderLayer(*layer_args), num_encoder_layers,
-            LayerNorm(d_model, layer_norm_eps, bias))
+            TransformerEncoderLayer(**layer), num_encoder_layers,
+            LayerNorm(d_model, eps=layer_norm_eps, bias=bias))
         self.decoder = custom_decoder or TransformerDecoder(
-            TransformerDecoderLayer(*layer_args), num_decoder_layers,
-            LayerNorm(d_model, layer_norm_eps, bias))
+            TransformerDecoderLayer(**layer), num_decoder_layers,
+            LayerNorm(d_model, eps=layer_norm_eps, bias=bias))
         for p in self.parameters():
             if p.dim() > 1:
                 nn.init.xavier_uniform_(p)
@@ -506,9 +326,12 @@ class Transformer(nn.Module):
                 memory_key_padding_mask=None, src_is_causal=None, tgt_is_causal=None,
                 memory_is_causal=False):
         """src (B,S,E), tgt (B,T,E), or (S,B,E), (T,B,E) unless batch_first -> (B,T,E)."""
-        memory = self.encoder(src, src_mask, src_key_padding_mask, src_is_causal)
-        return self.decoder(tgt, memory, tgt_mask, memory_mask, tgt_key_padding_mask,
-                            memory_key_padding_mask, tgt_is_causal, memory_is_causal)
+        memory = self.encoder(src, mask=src_mask, src_key_padding_mask=src_key_padding_mask,
+                              is_causal=src_is_causal)
+        return self.decoder(tgt, memory, tgt_mask=tgt_mask, memory_mask=memory_mask,
+                            tgt_key_padding_mask=tgt_key_padding_mask,
+                            memory_key_padding_mask=memory_key_padding_mask,
+                            tgt_is_causal=tgt_is_causal, memory_is_causal=memory_is_causal)
 
     @staticmethod
     def generate_square_subsequent_mask(sz, device=None, dtype=None):
@@ -529,8 +352,8 @@ class Translator(nn.Module):
     Transformer -> output projection tied to the target embedding (the paper's weight sharing).
 
     The interface sample() uses (shared with seq2seq.py): encode(src) -> (memory, state);
-    decode_step(y, state, memory) -> (logits, state, attention). memory and state are tuples
-    of tensors with the batch along dim 0, so that beam search can reorder them."""
+    decode_step(y, state, memory) -> (logits, state, attention). memory and state hold tensors
+    with the batch along dim 0 (in dicts and lists), so that beam search can reorder them."""
 
     def __init__(self, src_vocab_size, tgt_vocab_size, n_embd, n_hidden, n_layer, n_head,
                  dropout=0.0, norm_first=False, head=0):
@@ -539,8 +362,8 @@ class Translator(nn.Module):
         self.tgt_emb = nn.Embedding(tgt_vocab_size, n_embd)
         for emb in (self.src_emb, self.tgt_emb):  # times sqrt(d_model), unit variance
             nn.init.normal_(emb.weight, std=n_embd ** -0.5)
-        self.transformer = Transformer(n_embd, n_head, n_layer, n_layer, n_hidden, dropout,
-                                       batch_first=True, norm_first=norm_first)
+        self.transformer = Transformer(n_embd, n_head, n_layer, n_layer, n_hidden,
+                                       dropout=dropout, batch_first=True, norm_first=norm_first)
         self.lm_head = nn.Linear(n_embd, tgt_vocab_size, bias=False)
         self.lm_head.weight = self.tgt_emb.weight  # tied: one matrix reads and writes tokens
         self.drop = nn.Dropout(dropout)
@@ -559,25 +382,26 @@ class Translator(nn.Module):
                                         src_key_padding_mask=pad), pad
 
     def encode(self, src):
-        """src (B,S) -> memory (h, padding mask, every decoder layer's cross-attention keys and
-        values, the same at every step) and the decoder's first state: no positions yet."""
+        """src (B,S) -> memory {h the encoder's output, pad its padding mask} and the decoder's
+        first state: every decoder layer's cache, with its cross-attention keys and values
+        (B,S,C), the same at every step, and its self-attention ones empty: no position yet."""
         h, pad = self.memory(src)
-        kv = tuple(layer.multihead_attn.project(h, i) for layer in self.transformer.decoder.layers
-                   for i in (1, 2))  # (B,S,C) each
-        return (h, pad) + kv, (h.new_zeros(h.shape[0], 0, h.shape[2]),) * len(kv)
+        empty = h.new_zeros(h.shape[0], 0, h.shape[2])  # (B,0,C)
+        state = [{"self": {"k": empty, "v": empty},
+                  "cross": {"k": layer.multihead_attn.project(h, 1),
+                            "v": layer.multihead_attn.project(h, 2)}}
+                 for layer in self.transformer.decoder.layers]
+        return {"h": h, "pad": pad}, state
 
     def decode_step(self, y, state, memory):
         """One step: y (B,) the last token written -> logits (B,V) of the next, the new state
-        (every layer's self-attention keys and values, one position longer: a step costs one
-        position, not all of them again) and the cross-attention weights (B,S) of head
-        self.head of the last layer."""
-        h, pad, kv = memory[0], memory[1], memory[2:]
-        cache = [{"self": {"k": state[i], "v": state[i + 1]},
-                  "cross": {"k": kv[i], "v": kv[i + 1]}} for i in range(0, len(kv), 2)]
-        x = self.embed(self.tgt_emb, y[:, None], start=state[0].shape[1])  # (B,1,C)
-        x = self.transformer.decoder(x, h, memory_key_padding_mask=pad, cache=cache)  # (B,1,C)
-        state = tuple(c["self"][n] for c in cache for n in "kv")
-        return self.lm_head(x[:, 0]), state, cache[-1]["attn"][:, self.head, 0]
+        (the layers' caches, extended in place by this position's keys and values: a step
+        costs one position, not all of them again) and the cross-attention weights (B,S) of
+        head self.head of the last layer."""
+        x = self.embed(self.tgt_emb, y[:, None], start=state[0]["self"]["k"].shape[1])  # (B,1,C)
+        x = self.transformer.decoder(x, memory["h"], memory_key_padding_mask=memory["pad"],
+                                     cache=state)  # (B,1,C)
+        return self.lm_head(x[:, 0]), state, state[-1]["attn"][:, self.head, 0]
 
     def forward(self, src, idx, targets=None):
         """Teacher forcing, all positions at once: src (B,S), idx (B,T) the target read so far
@@ -597,6 +421,145 @@ def make_model(vocab, cfg):
     """The model cfg describes, sized for vocab's source and target vocabularies."""
     return Translator(len(vocab["src"]), len(vocab["tgt"]), cfg.n_embd, cfg.n_hidden,
                       cfg.n_layer, cfg.n_head, cfg.dropout, cfg.norm_first)
+
+
+# ----------------------------------------------------------------------------- data
+
+TOKENIZERS = {
+    "char": list,
+    "word": lambda text: re.findall(r"\w+|[^\w\s]", text.lower()),  # "Hi, you!" -> hi , you !
+}
+JOIN = {"char": "", "word": " "}  # tokens -> text
+SPECIALS = ["<pad>", "<bos>", "<eos>", "<unk>"]
+PAD, BOS, EOS, UNK = range(4)  # their ids, the same in every vocabulary
+
+MONTHS = ["january", "february", "march", "april", "may", "june", "july", "august",
+          "september", "october", "november", "december"]
+DAYS = ["monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday"]
+
+
+def ordinal(n):
+    return f"{n}{'th' if 10 <= n % 100 <= 20 else {1: 'st', 2: 'nd', 3: 'rd'}.get(n % 10, 'th')}"
+
+
+# Each human format of a date, with one fixed convention (US month/day order for "/", European
+# day.month for "."; two-digit years as POSIX strptime reads them, so only 1969-2068 use them).
+DATE_FORMATS = [
+    lambda d: f"{DAYS[d.weekday()]}, {MONTHS[d.month - 1]} {d.day}, {d.year}",
+    lambda d: f"{MONTHS[d.month - 1]} {d.day}, {d.year}",
+    lambda d: f"{d.day} {MONTHS[d.month - 1][:3]} {d.year % 100:02d}",
+    lambda d: f"{d.month:02d}/{d.day:02d}/{d.year}",
+    lambda d: f"{d.year} {MONTHS[d.month - 1]} {ordinal(d.day)}",
+    lambda d: f"{d.day:02d}.{d.month:02d}.{d.year}",
+    lambda d: f"{d.day} {MONTHS[d.month - 1]} {d.year}",
+    lambda d: f"the {ordinal(d.day)} of {MONTHS[d.month - 1]}, {d.year}",
+    lambda d: f"{DAYS[d.weekday()][:3]} {d.day} {MONTHS[d.month - 1][:3]} {d.year}",
+    lambda d: f"{d.year}{d.month:02d}{d.day:02d}",
+]
+TWO_DIGIT_YEARS = (1969, 2068)  # the years format 2 may write as two digits
+FIRST, LAST = datetime.date(1900, 1, 1).toordinal(), datetime.date(2099, 12, 31).toordinal()
+
+
+def generate_dates(n, seed):
+    """n pairs (a date as a person writes it, its ISO form), dates uniform in 1900-2099."""
+    rng = random.Random(seed)
+    pairs = []
+    while len(pairs) < n:
+        d = datetime.date.fromordinal(rng.randint(FIRST, LAST))
+        k = rng.randrange(len(DATE_FORMATS))
+        if k == 2 and not TWO_DIGIT_YEARS[0] <= d.year <= TWO_DIGIT_YEARS[1]:
+            continue
+        pairs.append((DATE_FORMATS[k](d), d.isoformat()))
+    return pairs
+
+
+DATES = {"train": (20_000, 0), "val": (2_000, 1)}  # (pairs, seed): separate seeds per split
+
+
+def read_tsv(path):
+    """(source, target) pairs from `path`: one a line, split at tabs, columns after the
+    second ignored (the Tatoeba / manythings.org format), blank lines skipped."""
+    try:
+        with open(path, "rb") as f:
+            text = f.read().decode("utf-8")
+    except OSError as e:
+        raise BadInput(f"cannot read --data {path}: {e.strerror}") from None
+    except UnicodeDecodeError as e:
+        raise BadInput(f"--data {path} is not UTF-8 text (bad byte at offset {e.start})") from None
+    pairs = []
+    for number, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        columns = [column.strip() for column in line.split("\t")]
+        require(len(columns) >= 2 and columns[0] and columns[1],
+                f"--data {path} line {number} is not source<TAB>target: {line[:40]!r}")
+        pairs.append((columns[0], columns[1]))
+    require(pairs, f"--data {path} has no source<TAB>target pairs")
+    return pairs
+
+
+def load_pairs(path, tokens):
+    """{"train": [(source tokens, target tokens)], "val": [...]}: the generated dates, or the
+    pairs of the TSV at `path` shuffled with a fixed seed, the last 10% for validation."""
+    if not path:
+        splits = {name: generate_dates(n, seed) for name, (n, seed) in DATES.items()}
+        seen = {source for source, _ in splits["train"]}  # score val on unseen inputs only
+        splits["val"] = [(s, t) for s, t in splits["val"] if s not in seen]
+    else:
+        pairs = read_tsv(path)
+        require(len(pairs) >= 2, f"--data {path} has {len(pairs)} pair; need 2: one to train"
+                                 " on, one to validate on")
+        random.Random(0).shuffle(pairs)
+        n = len(pairs) - max(1, len(pairs) // 10)
+        splits = {"train": pairs[:n], "val": pairs[n:]}
+    tokenize = TOKENIZERS[tokens]
+    return {name: [(tokenize(s), tokenize(t)) for s, t in part] for name, part in splits.items()}
+
+
+def build_vocab(pairs, min_freq):
+    """{"src": itos, "tgt": itos}: the specials, then the tokens seen at least min_freq times
+    in training, sorted, so that ids are the same from run to run."""
+    vocab = {}
+    for side, name in enumerate(("src", "tgt")):
+        counts = Counter(token for pair in pairs for token in pair[side])
+        vocab[name] = SPECIALS + sorted(t for t, n in counts.items() if n >= min_freq)
+    return vocab
+
+
+def encode(tokens, stoi):
+    """Tokens -> ids, <unk> for the unknown, <eos> appended; stoi maps token -> id."""
+    return [stoi.get(t, UNK) for t in tokens] + [EOS]
+
+
+def decode(ids, itos, tokens):
+    return JOIN[tokens].join(itos[i] for i in ids)
+
+
+def make_examples(pairs, vocab):
+    """Pairs -> (source ids, target ids, target tokens) sorted by length, so that neighbours
+    batch together with little padding; the target tokens are BLEU's reference, <unk>-free."""
+    src, tgt = ({t: i for i, t in enumerate(vocab[side])} for side in ("src", "tgt"))
+    examples = [(encode(s, src), encode(t, tgt), t) for s, t in pairs]
+    return sorted(examples, key=lambda e: (len(e[0]), len(e[1])))
+
+
+def pad(seqs):
+    """Lists of ids -> LongTensor (B, longest), right-padded with <pad>."""
+    return nn.utils.rnn.pad_sequence([torch.tensor(s) for s in seqs], batch_first=True,
+                                     padding_value=PAD)
+
+
+def collate(examples, device):
+    """Examples -> src (B,S), idx (B,T) the decoder's input (<bos> first), targets (B,T)."""
+    src, tgt = pad([e[0] for e in examples]), pad([[BOS] + e[1] for e in examples])
+    return src.to(device), tgt[:, :-1].to(device), tgt[:, 1:].to(device)
+
+
+def get_batch(examples, batch_size, device):
+    """A random example and its batch_size - 1 neighbours in length order: similar lengths."""
+    i = torch.randint(len(examples), ()).item()
+    start = min(max(i - batch_size // 2, 0), max(len(examples) - batch_size, 0))
+    return collate(examples[start:start + batch_size], device)
 
 
 # ----------------------------------------------------------------------------- train
@@ -654,25 +617,22 @@ def train(model, optimizer, data, vocab, cfg, step=0, save=None):
     """Train from `step` to cfg.max_steps on data = {"train": examples, "val": examples}. Every
     eval_interval steps and at the end: evaluate (loss, and greedy translation of
     eval_steps * batch_size val pairs spread over all lengths), log, and call save(step) if
-    given. Ctrl-C saves and raises KeyboardInterrupt; a non-finite loss raises
+    given. Ctrl-C saves and raises KeyboardInterrupt; a non-finite loss or gradient raises
     FloatingPointError before it can reach the weights. Returns the last evaluation."""
     device = next(model.parameters()).device
     val = data["val"][::max(1, len(data["val"]) // (cfg.eval_steps * cfg.batch_size))]
     start, losses, tokens = step, {}, 0
+    evaluated = step if step > 0 else None  # a resumed run evaluated its first step, then saved
     stop = []  # Ctrl-C lands here; the loop ends at the next step boundary, weights consistent
     handler = signal.signal(signal.SIGINT, lambda *_: stop.append(True))
     t0 = t_log = time.time()
     try:
         while True:
-            due = step % cfg.eval_interval == 0 or step == cfg.max_steps
-            if due and (step > start or step == 0):  # a resumed run has evaluated `start` already
+            due = (step % cfg.eval_interval == 0 or step == cfg.max_steps) and step != evaluated
+            if due:
                 losses = estimate_loss(model, data, cfg, device)
-                if not math.isfinite(losses["train"]):
-                    raise FloatingPointError(f"loss is {losses['train']} at step {step}; stopped,"
-                                             " the last good checkpoint is kept")
-                model.eval()
                 losses.update(evaluate(model, val, vocab, cfg, device))
-                model.train()
+                model.train()  # sample() turned dropout off
                 now = time.time()
                 eta = (now - t0) / (step - start) * (cfg.max_steps - step) if step > start else 0
                 print(f"step {step:5d} | train loss {losses['train']:.4f} | val loss"
@@ -681,27 +641,25 @@ def train(model, optimizer, data, vocab, cfg, step=0, save=None):
                       f" {math.exp(min(losses['val'], 50)):.2f} | exact"
                       f" {100 * losses['exact']:5.1f}% | BLEU {100 * losses['bleu']:5.2f}",
                       flush=True)
-                if save:
-                    save(step)
-                t_log, tokens = time.time(), 0
+                t_log, tokens = now, 0
+            if save and (due or stop):
+                save(step)
             if step >= cfg.max_steps:
                 break
             if stop:
-                if save:
-                    save(step)
                 print(f"interrupted at step {step}; saved", flush=True)
                 raise KeyboardInterrupt
             for group in optimizer.param_groups:
                 group["lr"] = get_lr(step, cfg)
             src, idx, targets = get_batch(data["train"], cfg.batch_size, device)
             _, loss = model(src, idx, targets)
-            if not torch.isfinite(loss):
-                raise FloatingPointError(f"loss is {loss.item()} at step {step}; stopped, the last"
-                                         " good checkpoint is kept")
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
-            if cfg.grad_clip:
-                nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+            # max_norm inf clips nothing (grad_clip 0), but the norm tells of any inf or NaN
+            norm = nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip or math.inf)
+            if not (torch.isfinite(loss) and torch.isfinite(norm)):  # stop before the weights
+                raise FloatingPointError(f"loss {loss.item():.4g}, gradient norm {norm.item()} at"
+                                         f" step {step}; stopped, the last good checkpoint is kept")
             optimizer.step()
             tokens += (src != PAD).sum().item() + (targets != PAD).sum().item()
             step += 1
@@ -712,9 +670,14 @@ def train(model, optimizer, data, vocab, cfg, step=0, save=None):
 
 # ----------------------------------------------------------------------------- sample
 
-def select(tensors, index):
-    """Rows `index` of every tensor in a tuple (of memory or state)."""
-    return tuple(t[index] for t in tensors)
+def select(x, index):
+    """Rows `index` of every tensor in x: a tensor, or a dict or list of them, nested as deep as
+    it is. Beam search reorders the decoder's state and memory with it."""
+    if isinstance(x, dict):
+        return {name: select(value, index) for name, value in x.items()}
+    if isinstance(x, list):
+        return [select(value, index) for value in x]
+    return x[index]
 
 
 @torch.no_grad()
@@ -787,7 +750,7 @@ SHADES = " ░▒▓█"  # attention weight 0 .. 1
 def attention_map(source, output, attention):
     """Text heatmap: the source tokens along the top (written downwards), the output tokens
     down the side, each cell shaded by how much that output step attended to that token."""
-    source, output = source + ["<eos>"], output
+    source = source + ["<eos>"]
     width = max(map(len, output), default=0) + 1
     lines = [" " * width + "".join(f"{t[i] if i < len(t) else ' '} " for t in source)
              for i in range(max(map(len, source)))]
@@ -797,37 +760,136 @@ def attention_map(source, output, attention):
     return "\n".join(line.rstrip() for line in lines)
 
 
+# ----------------------------------------------------------------------------- config
+
+SCRIPT = "transformer"  # written into checkpoints, so that a sibling script refuses this one's
+
+
+def arg(default, help, must_be=None):
+    """A config field: its default, its --help text, and "positive" or "non-negative" if so."""
+    return dataclasses.field(default=default, metadata={"help": help, "must_be": must_be})
+
+
+@dataclasses.dataclass
+class Config:
+    # data
+    data: str = arg("", "TSV file of source<TAB>target pairs; empty: generated dates")
+    tokens: str = arg("char", "char: one token a character; word: lowercased words, punctuation"
+                              " split off")
+    min_freq: int = arg(1, "tokens seen fewer times in training become <unk>", "positive")
+    # model
+    n_embd: int = arg(128, "d_model: the size of every token's vector, layer to layer",
+                      "positive")
+    n_hidden: int = arg(256, "d_ff: the inner size of each feed-forward network", "positive")
+    n_layer: int = arg(2, "layers in the encoder stack, and in the decoder stack", "positive")
+    n_head: int = arg(4, "attention heads; must divide n_embd", "positive")
+    norm_first: bool = arg(False, "layer norm before each sublayer (steadier when deep), not"
+                                  " after it as in the paper")
+    dropout: float = arg(0.0, "dropout on embeddings, attention weights and sublayer outputs"
+                              " (the paper: 0.1)", "non-negative")
+    # optimization
+    batch_size: int = arg(64, "pairs per step", "positive")
+    lr: float = arg(1e-3, "Adam's peak learning rate, reached after the warmup", "positive")
+    warmup_steps: int = arg(200, "steps of linear warmup before the 1/sqrt(step) decay",
+                            "positive")
+    grad_clip: float = arg(1.0, "clip the gradient norm to this (0: off)", "non-negative")
+    max_steps: int = arg(2500, "optimizer steps in all", "positive")
+    eval_interval: int = arg(250, "steps between evaluations and checkpoints", "positive")
+    eval_steps: int = arg(20, "batches averaged per evaluation (and decoded, of val)",
+                          "positive")
+    # system
+    device: str = arg("", "cpu, cuda, mps, ...; empty: the best one available")
+    seed: int = arg(1337, "seed for weights, batches and sampling")
+    out_dir: str = arg("out", "where the checkpoint <script>.pt goes")
+    resume: bool = arg(False, "continue training from the checkpoint in --out-dir")
+    sample_only: bool = arg(False, "sample from the checkpoint in --out-dir without training")
+    # sampling
+    prompt: str = arg("", "source text to translate; empty: --num-samples validation pairs")
+    num_samples: int = arg(4, "validation pairs translated at the end", "non-negative")
+    max_new_tokens: int = arg(32, "longest translation, in tokens", "positive")
+    beam_size: int = arg(1, "beams searched when translating (1: greedy)", "positive")
+    show_attention: bool = arg(False, "print every translation's attention map (after"
+                                      " training the first one's is printed anyway)")
+
+    def __post_init__(self):  # refuse impossible values before any work is done
+        for f in dataclasses.fields(self):
+            value, rule = getattr(self, f.name), f.metadata["must_be"]
+            if rule:
+                require(value > 0 if rule == "positive" else value >= 0,
+                        f"--{f.name.replace('_', '-')} must be {rule}, got {value}")
+        require(self.tokens in TOKENIZERS,
+                f"--tokens must be {' or '.join(TOKENIZERS)}, got {self.tokens!r}")
+        require(self.dropout < 1, f"--dropout must be below 1, got {self.dropout}")
+        require(self.n_embd % self.n_head == 0,
+                f"--n-head {self.n_head} must divide --n-embd {self.n_embd}")
+
+
+MODEL_ARGS = ("n_embd", "n_hidden", "n_layer", "n_head", "norm_first",
+              "tokens")  # what a checkpoint fixes
+
+
 # ----------------------------------------------------------------------------- main
 
+class BadInput(ValueError):
+    """Input we refuse: main() prints it as one line and exits with status 2."""
+
+
+def require(ok, message):
+    """Refuse (raise BadInput(message)) unless ok."""
+    if not ok:
+        raise BadInput(message)
+
+
 def pick_device(name):
+    """The device --device names, refused if this machine lacks it; empty: cuda, else mps,
+    else cpu."""
+    available = {"cuda": torch.cuda.is_available(), "mps": torch.backends.mps.is_available()}
     if not name:
-        name = "cuda" if torch.cuda.is_available() else (
-            "mps" if torch.backends.mps.is_available() else "cpu")
+        name = "cuda" if available["cuda"] else "mps" if available["mps"] else "cpu"
     try:
-        return torch.device(name)
+        device = torch.device(name)
     except RuntimeError:
         raise BadInput(f"unknown --device {name!r}") from None
+    require(available.get(device.type, True), f"--device {name}: this machine has no"
+                                              f" {device.type} device (try cpu)")
+    return device
+
+
+GENERATORS = {"cuda": torch.cuda, "mps": torch.mps}  # a device's own random generator
+
+
+def rng_states(device):
+    """The state of every random generator the run draws from: the CPU's (batches, and dropout
+    there) and the device's own (dropout on a GPU), so that --resume draws the same numbers."""
+    states = {"cpu": torch.get_rng_state()}
+    if device.type in GENERATORS:
+        states[device.type] = GENERATORS[device.type].get_rng_state(device)
+    return states
+
+
+def set_rng_states(states, device):
+    torch.set_rng_state(states["cpu"])
+    if device.type in GENERATORS and device.type in states:
+        GENERATORS[device.type].set_rng_state(states[device.type], device)
 
 
 def load_checkpoint(path, cfg):
     """The checkpoint at `path`, checked to be this script's; its model shape goes into cfg,
     and a flag that asks for another shape is refused."""
-    if not os.path.exists(path):
-        raise BadInput(f"no checkpoint at {path}; train one first (or point --out-dir at it)")
+    require(os.path.exists(path), f"no checkpoint at {path}; train one first (or point"
+                                  " --out-dir at it)")
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:
         raise BadInput(f"{path} is not a readable checkpoint ({type(e).__name__})") from None
-    if not isinstance(ckpt, dict) or ckpt.get("script") != SCRIPT:
-        who = ckpt.get("script", "?") if isinstance(ckpt, dict) else "?"
-        raise BadInput(f"{path} is a checkpoint of {who}.py, not of {SCRIPT}.py")
+    who = ckpt.get("script", "?") if isinstance(ckpt, dict) else "?"
+    require(who == SCRIPT, f"{path} is a checkpoint of {who}.py, not of {SCRIPT}.py")
     for name in MODEL_ARGS:
         given, saved = getattr(cfg, name), ckpt["config"][name]
         asked = (name in cfg.flags_given if hasattr(cfg, "flags_given")
                  else given != getattr(Config, name))
-        if asked and given != saved:
-            raise BadInput(f"--{name.replace('_', '-')} {given} differs from the checkpoint's"
-                           f" {saved}")
+        require(not asked or given == saved,
+                f"--{name.replace('_', '-')} {given} differs from the checkpoint's {saved}")
         setattr(cfg, name, saved)
     return ckpt
 
@@ -879,14 +941,14 @@ def run(cfg):
         vocab = ckpt["vocab"]
     else:
         vocab = build_vocab(pairs["train"], cfg.min_freq)
-        if ckpt and ckpt["vocab"] != vocab:
-            raise BadInput(f"this data's vocabulary differs from the checkpoint's; resume on the"
-                           f" data it was trained on ({ckpt['config']['data'] or 'the default'})")
+        if ckpt:
+            trained_on = ckpt["config"]["data"] or "the default"
+            require(ckpt["vocab"] == vocab, "this data's vocabulary differs from the checkpoint's;"
+                    f" resume on the data it was trained on ({trained_on})")
     data = pairs and {name: make_examples(part, vocab) for name, part in pairs.items()}
     if cfg.prompt:
         unseen = sorted(set(TOKENIZERS[cfg.tokens](cfg.prompt)) - set(vocab["src"]))
-        if unseen:
-            raise BadInput(f"--prompt has tokens never seen in training: {unseen}"[:200])
+        require(not unseen, f"--prompt has tokens never seen in training: {unseen}"[:200])
         chosen = make_examples([(TOKENIZERS[cfg.tokens](cfg.prompt), [])], vocab)
     else:
         chosen = data["val"][::max(1, len(data["val"]) // max(cfg.num_samples, 1))]
@@ -898,18 +960,19 @@ def run(cfg):
         model.load_state_dict(ckpt["model"])
         optimizer.load_state_dict(ckpt["optimizer"])
         step = ckpt["step"]
-        torch.set_rng_state(ckpt["rng"])
+        set_rng_states(ckpt["rng"], device)
     n_params = sum(p.numel() for p in model.parameters())
     print(f"{SCRIPT}.py: {n_params / 1e6:.2f}M parameters, vocabulary {len(vocab['src'])} source"
           f" / {len(vocab['tgt'])} target, on {device}")
     if not cfg.sample_only:
-        print(f"data: {len(data['train']):,} train / {len(data['val']):,} val pairs")
+        print(f"data: {len(data['train']):,} train / {len(data['val']):,} val pairs"
+              + (f"; resuming from step {step}" if ckpt else ""))
 
         def save(step):
             save_checkpoint(path, {"script": SCRIPT, "config": dataclasses.asdict(cfg),
                                    "vocab": vocab, "step": step, "model": model.state_dict(),
                                    "optimizer": optimizer.state_dict(),
-                                   "rng": torch.get_rng_state()})
+                                   "rng": rng_states(device)})
 
         train(model, optimizer, data, vocab, cfg, step, save)
     src = collate(chosen, device)[0] if chosen else None

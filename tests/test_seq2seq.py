@@ -103,21 +103,34 @@ def test_beam_size_1_equals_greedy_and_beams_return_aligned_attention():
         assert attention.shape == (len(ids), len(example[0]))
 
 
-def test_beam_search_finds_what_greedy_misses():
-    """A model whose likeliest first token leads nowhere: greedy takes it, beam search does not."""
-    class Scripted(torch.nn.Module):  # next-token log-probabilities depend on the last token
-        def encode(self, src):
-            return (src,), (src.new_zeros(src.shape[0]),)
+class PrefixModel(torch.nn.Module):
+    """Next-token probabilities that depend on the whole prefix written so far, kept in the
+    state: a search that gives a beam another beam's state reads the wrong row of TABLE."""
+    TABLE = {(1,): {4: .5, 5: .4, 6: .1}, (1, 4): {2: .55, 7: .45}, (1, 5): {6: .8, 2: .1, 7: .1},
+             (1, 5, 6): {7: .8, 2: .2}, (1, 5, 6, 7): {2: .8, 4: .2}}  # else <eos> (2) surely
 
-        def decode_step(self, y, state, memory):
-            table = {1: [0, 0, 0, 0, 0.5, 0.4, 0.1], 4: [0, 0, .4, 0, .3, .3, 0],
-                     5: [0, 0, 0.99, 0, 0.01, 0, 0]}
-            p = torch.tensor([table.get(t, [0, 0, 1, 0, 0, 0, 0]) for t in y.tolist()])
-            return p.clamp_min(1e-9).log(), state, torch.ones(len(y), memory[0].shape[1])
+    def encode(self, src):
+        return {"src": src}, {"prefix": src.new_zeros(len(src), 0)}
 
-    src = torch.tensor([[4, 2]])
-    assert seq2seq.sample(Scripted(), src, 5)[0][0] == [4]  # 0.5 * 0.4 = 0.2 per 2 tokens
-    assert seq2seq.sample(Scripted(), src, 5, beam_size=2)[0][0] == [5]  # 0.4 * 0.99
+    def decode_step(self, y, state, memory):
+        prefix = torch.cat((state["prefix"], y[:, None]), 1)  # <bos> (1) first
+        p = torch.full((len(y), 8), 1e-12)
+        for row, ids in zip(p, prefix.tolist()):
+            for token, q in self.TABLE.get(tuple(ids), {2: 1.0}).items():
+                row[token] = q
+        return p.log(), {"prefix": prefix}, torch.ones(len(y), memory["src"].shape[1])
+
+
+def test_beam_search_pairs_beams_with_their_state_and_scores_per_token():
+    """Greedy takes 4 (0.5) and ends: [4] (0.5 * 0.55). Two beams: [4] <eos> finishes at step 2
+    (log 0.275 / 2 tokens = -0.65 per token), [5 6 7] <eos> at step 4 (log 0.2048 / 4 = -0.40):
+    it wins per token, though not in total (-1.29 vs -1.59), and is only found if every beam
+    continues from its own state (with beam [4]'s state, [5 6] reads a prefix TABLE lacks)."""
+    src = torch.tensor([[4, 5, 2]])
+    assert seq2seq.sample(PrefixModel(), src, 6)[0][0] == [4]
+    ids, attention = seq2seq.sample(PrefixModel(), src, 6, beam_size=2)[0]
+    assert ids == [5, 6, 7] and attention.shape == (3, 3)
+    assert seq2seq.sample(PrefixModel(), src, 6, beam_size=3)[0][0] == [5, 6, 7]
 
 
 # ----------------------------------------------------------------------------- metrics, data
@@ -217,6 +230,33 @@ def test_learns_to_reverse_within_seconds(capsys):
     assert "step   300 | train loss" in capsys.readouterr().out
 
 
+def test_lr_follows_the_cosine_from_lr_to_a_tenth_and_train_applies_it():
+    cfg = seq2seq.Config(lr=1e-3, max_steps=40, eval_interval=40, eval_steps=1, batch_size=4,
+                         max_new_tokens=4)
+    cosine = [1e-4 + 0.9e-3 * (1 + math.cos(math.pi * step / 40)) / 2 for step in range(41)]
+    assert [seq2seq.get_lr(step, cfg) for step in range(41)] == pytest.approx(cosine, rel=1e-12)
+    assert seq2seq.get_lr(20, cfg) == pytest.approx(0.55e-3)
+    assert seq2seq.get_lr(99, cfg) == pytest.approx(1e-4)  # after max_steps: stays at lr/10
+    model = tiny_model().train()
+    optimizer = torch.optim.Adam(model.parameters(), lr=1.0)
+    lrs = []
+    optimizer.register_step_pre_hook(lambda opt, *_: lrs.append(opt.param_groups[0]["lr"]))
+    vocab = {"src": [str(i) for i in range(12)], "tgt": [str(i) for i in range(9)]}
+    examples = random_examples(20)
+    seq2seq.train(model, optimizer, {"train": examples, "val": examples}, vocab, cfg)
+    assert lrs == pytest.approx(cosine[:40], rel=1e-12)
+
+
+def test_eval_turns_dropout_off():
+    model = tiny_model(dropout=0.5, dtype=torch.float64)  # n_layer 2: the GRUs' dropout too
+    plain = tiny_model(dropout=0.0, dtype=torch.float64)
+    plain.load_state_dict(model.state_dict())
+    src, idx, targets = seq2seq.collate(random_examples(4), "cpu")
+    torch.testing.assert_close(model.eval()(src, idx)[0], plain(src, idx)[0], rtol=0, atol=0)
+    model.train()
+    assert not torch.equal(model(src, idx)[0], model(src, idx)[0])
+
+
 @pytest.mark.slow
 def test_default_run_reaches_99_percent_on_dates(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
@@ -249,10 +289,28 @@ def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(capsys):
 
     model.forward = poisoned
     saved = {}
-    with pytest.raises(FloatingPointError, match="at step 15"):
+    with pytest.raises(FloatingPointError, match="loss nan, gradient norm nan at step 15"):
         seq2seq.train(model, optimizer, {"train": examples, "val": examples}, vocab, cfg,
                       save=lambda s: saved.update(step=s))
     assert saved["step"] == 10
+    assert all(torch.isfinite(p).all() for p in model.parameters())
+
+
+def test_infinite_gradient_under_a_finite_loss_stops_before_the_weights():
+    examples = random_examples(40)
+    vocab = {"src": [str(i) for i in range(12)], "tgt": [str(i) for i in range(9)]}
+    cfg = seq2seq.Config(batch_size=4, max_steps=40, eval_interval=10, eval_steps=1,
+                         max_new_tokens=4, grad_clip=0.0)  # no clipping: the check still runs
+    model = tiny_model().train()
+    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+    calls = []  # the hook runs in every backward: from the 13th on, one gradient is infinite
+    model.bridge.weight.register_hook(
+        lambda g: calls.append(1) or (g * math.inf if len(calls) >= 13 else g))
+    saved = {}
+    with pytest.raises(FloatingPointError, match="gradient norm inf at step 12"):
+        seq2seq.train(model, optimizer, {"train": examples, "val": examples}, vocab, cfg,
+                      save=lambda s: saved.update(step=s, weights=model.bridge.weight.clone()))
+    assert saved["step"] == 10 and torch.isfinite(saved["weights"]).all()
     assert all(torch.isfinite(p).all() for p in model.parameters())
 
 
@@ -297,9 +355,38 @@ def test_script_runs_from_the_command_line(tmp_path, tsv):
     assert "step    10 | train loss" in r.stdout and "->" in r.stdout
 
 
-def test_cli_resume_reaches_the_same_weights_and_ctrl_c_saves(tmp_path, tsv, monkeypatch):
+def test_cli_exits_1_on_a_non_finite_loss(tmp_path, tsv, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
-    args = ["--data", str(tsv), "--tokens", "word", "--max-steps", "30", *map(str, TINY)]
+    forward = seq2seq.Seq2Seq.forward
+    monkeypatch.setattr(seq2seq.Seq2Seq, "forward", lambda *a: (forward(*a)[0], torch.tensor(
+        math.inf, requires_grad=True)))
+    with pytest.raises(SystemExit) as exit_:
+        seq2seq.main(["--data", str(tsv), "--tokens", "word", "--max-steps", "5", *map(str, TINY)])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert exit_.value.code == 1 and len(err) == 1 and "loss inf" in err[0], err
+
+
+def test_sample_only_translates_with_the_checkpoints_weights(tmp_path, tsv, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    seq2seq.main(["--data", str(tsv), "--tokens", "word", "--max-steps", "60", *map(str, TINY)])
+    ckpt = torch.load(tmp_path / "out" / "seq2seq.pt", weights_only=True)
+    cfg, vocab = seq2seq.Config(**ckpt["config"]), ckpt["vocab"]
+    src = seq2seq.collate(seq2seq.make_examples([("a b c d".split(), [])], vocab), "cpu")[0]
+    model = seq2seq.make_model(vocab, cfg)
+    untrained = seq2seq.decode(seq2seq.sample(model, src, 12)[0][0], vocab["tgt"], "word")
+    model.load_state_dict(ckpt["model"])
+    trained = seq2seq.decode(seq2seq.sample(model, src, 12)[0][0], vocab["tgt"], "word")
+    assert trained != untrained
+    capsys.readouterr()
+    seq2seq.main(["--sample-only", "--prompt", "a b c d", "--max-new-tokens", "12"])
+    assert f"a b c d  ->  {trained}\n" in capsys.readouterr().out
+
+
+def test_cli_resume_reaches_the_same_weights_and_ctrl_c_saves(tmp_path, tsv, monkeypatch,
+                                                              capsys):
+    monkeypatch.chdir(tmp_path)  # dropout on: its masks come from the generator saved too
+    args = ["--data", str(tsv), "--tokens", "word", "--max-steps", "30", "--dropout", "0.2",
+            *map(str, TINY)]
     seq2seq.main([*args, "--out-dir", "whole"])
     # Ctrl-C arrives while the 25th batch (training or evaluation) is drawn
     get_batch = ctrl_c_at_call(monkeypatch, seq2seq, "get_batch", 25)
@@ -308,13 +395,47 @@ def test_cli_resume_reaches_the_same_weights_and_ctrl_c_saves(tmp_path, tsv, mon
     assert exit_.value.code == 130
     monkeypatch.setattr(seq2seq, "get_batch", get_batch)
     cut = torch.load(tmp_path / "cut" / "seq2seq.pt", weights_only=True)
-    assert 10 < cut["step"] < 30
+    assert 10 < cut["step"] < 30 and set(cut["rng"]) == {"cpu"}
+    assert f"interrupted at step {cut['step']}; saved" in capsys.readouterr().out
     seq2seq.main([*args, "--out-dir", "cut", "--resume"])
+    out = capsys.readouterr().out
+    assert f"resuming from step {cut['step']}" in out and f"step {cut['step']:5d} |" not in out
     whole = torch.load(tmp_path / "whole" / "seq2seq.pt", weights_only=True)
     resumed = torch.load(tmp_path / "cut" / "seq2seq.pt", weights_only=True)
     assert resumed["step"] == 30
     for name, value in whole["model"].items():
         assert torch.equal(value, resumed["model"][name]), name
+
+
+def test_rng_states_keep_the_devices_generator_too(monkeypatch):
+    """On a GPU, dropout draws from the device's generator: it is saved and restored with the
+    CPU's (faked here, so that the test runs anywhere)."""
+    restored = {}
+    for kind in ("cuda", "mps"):
+        module = seq2seq.GENERATORS[kind]
+        monkeypatch.setattr(module, "get_rng_state",
+                            lambda device, k=kind: torch.tensor([k == "mps"]))
+        monkeypatch.setattr(module, "set_rng_state",
+                            lambda state, device, k=kind: restored.update({k: (state, device)}))
+        device = torch.device(kind)
+        states = seq2seq.rng_states(device)
+        assert set(states) == {"cpu", kind} and torch.equal(states["cpu"], torch.get_rng_state())
+        seq2seq.set_rng_states(states, device)
+        assert restored[kind][0] is states[kind] and restored[kind][1] == device
+    assert set(seq2seq.rng_states(torch.device("cpu"))) == {"cpu"}
+
+
+def test_device_is_picked_cuda_then_mps_then_cpu_and_a_missing_one_refused(tsv, monkeypatch,
+                                                                           refused):
+    for cuda, mps, expected in [(True, True, "cuda"), (False, True, "mps"), (False, False, "cpu")]:
+        monkeypatch.setattr(torch.cuda, "is_available", lambda: cuda)
+        monkeypatch.setattr(torch.backends.mps, "is_available", lambda: mps)
+        assert seq2seq.pick_device("") == torch.device(expected)
+    assert seq2seq.pick_device("cpu") == torch.device("cpu")
+    for name in ("cuda", "cuda:0", "mps"):
+        refused(seq2seq, "--data", tsv, "--device", name,
+                says=[f"--device {name}: this machine has no {name[:4].strip(':')} device"])
+    refused(seq2seq, "--data", tsv, "--device", "tpu9", says=["unknown --device 'tpu9'"])
 
 
 def test_cli_refuses_bad_data(tmp_path, tsv, refused):

@@ -33,22 +33,37 @@ def assert_same_grads(ours, ref):
 # ----------------------------------------------------------------------------- the layers
 
 @pytest.mark.filterwarnings("ignore:enable_nested_tensor is True")
+@pytest.mark.filterwarnings("ignore:Support for mismatched key_padding_mask")  # float and bool
 @pytest.mark.parametrize("norm_first", [False, True])
-def test_transformer_matches_nn_transformer(norm_first):
+@pytest.mark.parametrize("variant", ["batch_first relu bias", "seq_first gelu no-bias masks"])
+def test_transformer_matches_nn_transformer(norm_first, variant):
     """2+2 layers, float64, dropout 0, train mode (torch's slow path: padded positions are
-    defined): padding on source and target, a causal target mask; outputs and every gradient."""
+    defined): padding on source and target, a causal target mask; in the second variant also
+    (S,B,E) inputs, gelu, no biases (nor LayerNorm biases), and an explicit src_mask (bool) and
+    memory_mask (float). Outputs and every gradient."""
     torch.manual_seed(0)
+    batch_first = variant.startswith("batch_first")
     kw = dict(d_model=16, nhead=4, num_encoder_layers=2, num_decoder_layers=2,
-              dim_feedforward=24, dropout=0.0, batch_first=True, norm_first=norm_first)
+              dim_feedforward=24, dropout=0.0, batch_first=batch_first, norm_first=norm_first)
+    if not batch_first:
+        kw.update(activation="gelu", bias=False)
     ref = nn.Transformer(**kw).double()
     ours = tr.Transformer(**kw).double()
     ours.load_state_dict(ref.state_dict(), strict=True)
+    with torch.no_grad():  # LayerNorm gains away from 1, so that a lost one shows
+        for p_ref, p in zip(ref.parameters(), ours.parameters()):
+            p.copy_(p_ref.add_(0.1 * torch.randn_like(p_ref)))
     src = torch.randn(3, 7, 16, dtype=torch.float64)
     tgt = torch.randn(3, 5, 16, dtype=torch.float64)
     masks = dict(tgt_mask=torch.ones(5, 5, dtype=torch.bool).triu(1),
                  src_key_padding_mask=pad_mask([7, 4, 2], 7),
                  tgt_key_padding_mask=pad_mask([5, 5, 3], 5),
                  memory_key_padding_mask=pad_mask([7, 4, 2], 7))
+    if not batch_first:
+        src, tgt = src.transpose(0, 1), tgt.transpose(0, 1)
+        src_mask = torch.rand(7, 7) < 0.3
+        src_mask[:, 0] = False  # every position keeps a key to look at
+        masks.update(src_mask=src_mask, memory_mask=torch.randn(5, 7, dtype=torch.float64))
     inputs = [(src.clone().requires_grad_(), tgt.clone().requires_grad_()) for _ in range(2)]
     out_ref = ref(*inputs[0], **masks)
     out = ours(*inputs[1], **masks)
@@ -209,7 +224,9 @@ def test_decoder_cache_changes_nothing(norm_first):
     for t in range(idx.shape[1]):
         logits_t, state, attention = model.decode_step(idx[:, t], state, memory)
         torch.testing.assert_close(logits_t, logits[:, t], rtol=0, atol=1e-10)
-        assert state[0].shape == (6, t + 1, 8)  # one position more per step, not recomputed
+        for cache in state:  # self-attention: one position more per step, not recomputed
+            assert cache["self"]["k"].shape == cache["self"]["v"].shape == (6, t + 1, 8)
+            assert cache["cross"]["k"].shape == (6, src.shape[1], 8)
         torch.testing.assert_close(attention.sum(-1), torch.ones(6, dtype=torch.float64))
         assert (attention[src == tr.PAD] == 0).all()
     cache = [{} for _ in range(2)]  # the same through the layers' own cache argument
@@ -234,8 +251,40 @@ def test_beam_size_1_equals_greedy():
         end = len(ids)
         assert beam_ids.tolist()[:end] == ids and (len(beam_ids) == end or beam_ids[end] == 2)
         torch.testing.assert_close(beam_attention[:end], attention, rtol=0, atol=1e-6)
-    beams = tr.sample(model, src, 10, beam_size=3)
-    assert [ids for ids, _ in beams] == [ids for ids, _ in tr.sample(model, src, 10, 3)]
+
+
+def slow_beam_search(model, src, max_new_tokens, beam_size):
+    """Beam search as the definition says it, written plainly: every hypothesis a list, its
+    next-token log-probabilities from the whole-sequence forward (no cache, no state), the
+    finished scored by log-probability per token."""
+    live, finished = [([], 0.0)], []
+    for t in range(max_new_tokens):
+        candidates = []
+        for ys, score in live:
+            logp = model(src, torch.tensor([[tr.BOS] + ys]))[0][0, -1].log_softmax(-1)
+            candidates += [(ys + [token], score + lp) for token, lp in enumerate(logp.tolist())]
+        candidates = sorted(candidates, key=lambda c: -c[1])[:beam_size - len(finished)]
+        finished += [(score / (t + 1), ys) for ys, score in candidates if ys[-1] == tr.EOS]
+        live = [(ys, score) for ys, score in candidates if ys[-1] != tr.EOS]
+        if len(finished) >= beam_size or not live or t == max_new_tokens - 1:
+            finished += [(score / (t + 1), ys) for ys, score in live]
+            break
+    ys = max(finished)[1]
+    return ys[:ys.index(tr.EOS)] if tr.EOS in ys else ys
+
+
+def test_beam_search_reorders_the_decoders_cache_with_its_beams():
+    model = tiny_model(seed=3)
+    examples = random_examples(8, seed=1)
+    src = tr.collate(examples, "cpu")[0]
+    greedy = [ids for ids, _ in tr.sample(model, src, 10)]
+    for beam_size in (2, 3):
+        beams = tr.sample(model, src, 10, beam_size=beam_size)
+        for i, (ids, attention) in enumerate(beams):
+            n = len(examples[i][0])
+            assert ids == slow_beam_search(model, src[i:i + 1, :n], 10, beam_size), (i, beam_size)
+            assert attention.shape == (len(ids), n)
+        assert [ids for ids, _ in beams] != greedy  # the search changes some translations
 
 
 def test_lr_schedule_warms_up_then_decays_as_inverse_sqrt():
@@ -244,6 +293,35 @@ def test_lr_schedule_warms_up_then_decays_as_inverse_sqrt():
     assert lrs[0] == pytest.approx(1e-5) and max(lrs) == lrs[99] == pytest.approx(1e-3)
     assert lrs[399] == pytest.approx(1e-3 * (100 / 400) ** 0.5)
     assert all(a < b for a, b in zip(lrs[:99], lrs[1:100]))
+
+
+def test_train_applies_the_schedule():
+    cfg = tr.Config(lr=1e-3, warmup_steps=10, max_steps=30, eval_interval=30, eval_steps=1,
+                    batch_size=4, max_new_tokens=4)
+    model = tiny_model(dtype=torch.float32).train()
+    optimizer = torch.optim.Adam(model.parameters(), lr=1.0)
+    lrs = []
+    optimizer.register_step_pre_hook(lambda opt, *_: lrs.append(opt.param_groups[0]["lr"]))
+    vocab = {"src": [str(i) for i in range(12)], "tgt": [str(i) for i in range(9)]}
+    examples = random_examples(20)
+    tr.train(model, optimizer, {"train": examples, "val": examples}, vocab, cfg)
+    expected = [1e-3 * min((s + 1) / 10, (10 / (s + 1)) ** 0.5) for s in range(30)]
+    assert lrs == pytest.approx(expected, rel=1e-12)
+
+
+def test_eval_turns_dropout_off():
+    """Dropout on embeddings, attention weights and every sublayer: on in train(), off in
+    eval(), where the model is the same as one built without dropout."""
+    model = tiny_model(dropout=0.5)
+    plain = tiny_model(dropout=0.0)
+    plain.load_state_dict(model.state_dict())
+    src, idx, targets = tr.collate(random_examples(4), "cpu")
+    torch.testing.assert_close(model.eval()(src, idx)[0], plain(src, idx)[0], rtol=0, atol=0)
+    attention = model.transformer.encoder.layers[0].self_attn.train()
+    x = torch.randn(3, 2, 8, dtype=torch.float64)
+    assert not torch.equal(attention(x, x, x)[1], attention(x, x, x)[1])  # its own dropout
+    model.train()
+    assert not torch.equal(model(src, idx)[0], model(src, idx)[0])
 
 
 def copy_task(n, seed):
@@ -294,8 +372,9 @@ def tsv(tmp_path):
 
 
 def test_cli_trains_resumes_exactly_and_translates(tmp_path, tsv, monkeypatch, capsys):
-    monkeypatch.chdir(tmp_path)
-    args = ["--data", str(tsv), "--tokens", "word", "--max-steps", "30", *map(str, TINY)]
+    monkeypatch.chdir(tmp_path)  # dropout on: its masks come from the generator saved too
+    args = ["--data", str(tsv), "--tokens", "word", "--max-steps", "30", "--dropout", "0.2",
+            *map(str, TINY)]
     tr.main([*args, "--out-dir", "whole"])
     out = capsys.readouterr().out
     assert "step    30 | train loss" in out and "| exact" in out and out.count("->") == 2
@@ -308,8 +387,11 @@ def test_cli_trains_resumes_exactly_and_translates(tmp_path, tsv, monkeypatch, c
         tr.main([*args, "--out-dir", "cut"])
     assert exit_.value.code == 130
     monkeypatch.setattr(tr, "get_batch", get_batch)
-    assert 10 < torch.load(tmp_path / "cut" / "transformer.pt", weights_only=True)["step"] < 30
+    cut = torch.load(tmp_path / "cut" / "transformer.pt", weights_only=True)["step"]
+    assert 10 < cut < 30 and f"interrupted at step {cut}; saved" in capsys.readouterr().out
     tr.main([*args, "--out-dir", "cut", "--resume"])  # the warmup schedule goes on, not anew
+    out = capsys.readouterr().out
+    assert f"resuming from step {cut}" in out and f"step {cut:5d} |" not in out
     resumed = torch.load(tmp_path / "cut" / "transformer.pt", weights_only=True)
     assert resumed["step"] == 30
     for name, value in ckpt["model"].items():
@@ -323,6 +405,44 @@ def test_cli_trains_resumes_exactly_and_translates(tmp_path, tsv, monkeypatch, c
     assert any(c in first for c in tr.SHADES[1:])
     tr.main(translate)
     assert capsys.readouterr().out == first  # translating is deterministic
+
+
+def test_sample_only_translates_with_the_checkpoints_weights(tmp_path, tsv, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    tr.main(["--data", str(tsv), "--tokens", "word", "--max-steps", "60", *map(str, TINY)])
+    ckpt = torch.load(tmp_path / "out" / "transformer.pt", weights_only=True)
+    cfg, vocab = tr.Config(**ckpt["config"]), ckpt["vocab"]
+    src = tr.collate(tr.make_examples([("a b c d".split(), [])], vocab), "cpu")[0]
+    model = tr.make_model(vocab, cfg)
+    untrained = tr.decode(tr.sample(model, src, 12)[0][0], vocab["tgt"], "word")
+    model.load_state_dict(ckpt["model"])
+    trained = tr.decode(tr.sample(model, src, 12)[0][0], vocab["tgt"], "word")
+    assert trained != untrained
+    capsys.readouterr()
+    tr.main(["--sample-only", "--prompt", "a b c d", "--max-new-tokens", "12"])
+    assert f"a b c d  ->  {trained}\n" in capsys.readouterr().out
+
+
+def test_cli_exits_1_on_a_non_finite_loss(tmp_path, tsv, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    forward = tr.Translator.forward
+    monkeypatch.setattr(tr.Translator, "forward", lambda *a: (forward(*a)[0], torch.tensor(
+        math.nan, requires_grad=True)))
+    with pytest.raises(SystemExit) as exit_:
+        tr.main(["--data", str(tsv), "--tokens", "word", "--max-steps", "5", *map(str, TINY)])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert exit_.value.code == 1 and len(err) == 1 and "loss nan" in err[0], err
+
+
+def test_device_is_picked_cuda_then_mps_then_cpu_and_a_missing_one_refused(tsv, monkeypatch,
+                                                                           refused):
+    for cuda, mps, expected in [(True, True, "cuda"), (False, True, "mps"), (False, False, "cpu")]:
+        monkeypatch.setattr(torch.cuda, "is_available", lambda: cuda)
+        monkeypatch.setattr(torch.backends.mps, "is_available", lambda: mps)
+        assert tr.pick_device("") == torch.device(expected)
+    for name in ("cuda", "mps"):
+        refused(tr, "--data", tsv, "--device", name,
+                says=[f"--device {name}: this machine has no {name} device"])
 
 
 def test_cli_refuses_bad_settings_and_foreign_checkpoints(tmp_path, tsv, refused):
