@@ -155,15 +155,6 @@ class MultiheadAttention(nn.Module):
 ACTIVATIONS = {"relu": F.relu, "gelu": F.gelu}  # the names torch's layers accept
 
 
-def activation_function(activation):
-    """A layer's activation: a name torch accepts ("relu", "gelu") or a function."""
-    if not isinstance(activation, str):
-        return activation
-    if activation not in ACTIVATIONS:
-        raise ValueError(f"activation should be relu or gelu, not {activation!r}")
-    return ACTIVATIONS[activation]
-
-
 class TransformerEncoderLayer(nn.Module):
     """torch.nn.TransformerEncoderLayer: self-attention, then the position-wise feed-forward
     network FFN(x) = max(0, x W_1 + b_1) W_2 + b_2, each in a residual connection with layer
@@ -173,14 +164,15 @@ class TransformerEncoderLayer(nn.Module):
     def __init__(self, d_model, nhead, dim_feedforward=2048, dropout=0.1, activation=F.relu,
                  layer_norm_eps=1e-5, batch_first=False, norm_first=False, bias=True):
         super().__init__()
-        self.self_attn = MultiheadAttention(d_model, nhead, dropout=dropout, bias=bias,
+        self.self_attn = MultiheadAttention(d_model, nhead, dropout, bias=bias,
                                             batch_first=batch_first)
         self.linear1 = nn.Linear(d_model, dim_feedforward, bias=bias)
         self.linear2 = nn.Linear(dim_feedforward, d_model, bias=bias)
-        self.norm1 = LayerNorm(d_model, eps=layer_norm_eps, bias=bias)
-        self.norm2 = LayerNorm(d_model, eps=layer_norm_eps, bias=bias)
+        self.norm1 = LayerNorm(d_model, layer_norm_eps, bias=bias)
+        self.norm2 = LayerNorm(d_model, layer_norm_eps, bias=bias)
         self.dropout = nn.Dropout(dropout)  # weightless: one module serves every sublayer
-        self.activation, self.norm_first = activation_function(activation), norm_first
+        self.activation = ACTIVATIONS[activation] if isinstance(activation, str) else activation
+        self.norm_first = norm_first
 
     def _sa_block(self, x, mask, key_padding_mask, is_causal):
         x = self.self_attn(x, x, x, key_padding_mask=key_padding_mask, need_weights=False,
@@ -207,17 +199,17 @@ class TransformerDecoderLayer(nn.Module):
     def __init__(self, d_model, nhead, dim_feedforward=2048, dropout=0.1, activation=F.relu,
                  layer_norm_eps=1e-5, batch_first=False, norm_first=False, bias=True):
         super().__init__()
-        self.self_attn = MultiheadAttention(d_model, nhead, dropout=dropout, bias=bias,
-                                            batch_first=batch_first)
-        self.multihead_attn = MultiheadAttention(d_model, nhead, dropout=dropout, bias=bias,
-                                                 batch_first=batch_first)
+        attention = dict(dropout=dropout, bias=bias, batch_first=batch_first)
+        self.self_attn = MultiheadAttention(d_model, nhead, **attention)
+        self.multihead_attn = MultiheadAttention(d_model, nhead, **attention)  # over the memory
         self.linear1 = nn.Linear(d_model, dim_feedforward, bias=bias)
         self.linear2 = nn.Linear(dim_feedforward, d_model, bias=bias)
-        self.norm1 = LayerNorm(d_model, eps=layer_norm_eps, bias=bias)
-        self.norm2 = LayerNorm(d_model, eps=layer_norm_eps, bias=bias)
-        self.norm3 = LayerNorm(d_model, eps=layer_norm_eps, bias=bias)
+        self.norm1 = LayerNorm(d_model, layer_norm_eps, bias=bias)
+        self.norm2 = LayerNorm(d_model, layer_norm_eps, bias=bias)
+        self.norm3 = LayerNorm(d_model, layer_norm_eps, bias=bias)
         self.dropout = nn.Dropout(dropout)
-        self.activation, self.norm_first = activation_function(activation), norm_first
+        self.activation = ACTIVATIONS[activation] if isinstance(activation, str) else activation
+        self.norm_first = norm_first
 
     def forward(self, tgt, memory, tgt_mask=None, memory_mask=None, tgt_key_padding_mask=None,
                 memory_key_padding_mask=None, tgt_is_causal=False, memory_is_causal=False,
@@ -226,16 +218,14 @@ class TransformerDecoderLayer(nn.Module):
         ("self", "cross"), makes step-by-step decoding cost one position a step: pass only the
         new positions of tgt each call. It also keeps their cross-attention weights ("attn")."""
         x = tgt  # (B,T,E)
+        sa = (tgt_mask, tgt_key_padding_mask, tgt_is_causal, cache)
+        mha = (memory, memory_mask, memory_key_padding_mask, memory_is_causal, cache)
         if self.norm_first:
-            x = x + self._sa_block(self.norm1(x), tgt_mask, tgt_key_padding_mask, tgt_is_causal,
-                                   cache)
-            x = x + self._mha_block(self.norm2(x), memory, memory_mask,
-                                    memory_key_padding_mask, memory_is_causal, cache)
+            x = x + self._sa_block(self.norm1(x), *sa)
+            x = x + self._mha_block(self.norm2(x), *mha)
             return x + self._ff_block(self.norm3(x))
-        x = self.norm1(x + self._sa_block(x, tgt_mask, tgt_key_padding_mask, tgt_is_causal,
-                                          cache))
-        x = self.norm2(x + self._mha_block(x, memory, memory_mask, memory_key_padding_mask,
-                                           memory_is_causal, cache))
+        x = self.norm1(x + self._sa_block(x, *sa))
+        x = self.norm2(x + self._mha_block(x, *mha))
         return self.norm3(x + self._ff_block(x))
 
     def _sa_block(self, x, mask, key_padding_mask, is_causal, cache):
@@ -270,8 +260,7 @@ class TransformerEncoder(nn.Module):
     def forward(self, src, mask=None, src_key_padding_mask=None, is_causal=None):
         x = src
         for layer in self.layers:
-            x = layer(x, src_mask=mask, src_key_padding_mask=src_key_padding_mask,
-                      is_causal=bool(is_causal))
+            x = layer(x, mask, src_key_padding_mask, is_causal=bool(is_causal))
         return x if self.norm is None else self.norm(x)
 
 
@@ -290,10 +279,9 @@ class TransformerDecoder(nn.Module):
                 cache=None):
         x = tgt
         for i, layer in enumerate(self.layers):
-            x = layer(x, memory, tgt_mask=tgt_mask, memory_mask=memory_mask,
-                      tgt_key_padding_mask=tgt_key_padding_mask,
-                      memory_key_padding_mask=memory_key_padding_mask,
-                      tgt_is_causal=bool(tgt_is_causal), memory_is_causal=memory_is_causal,
+            x = layer(x, memory, tgt_mask, memory_mask, tgt_key_padding_mask,
+                      memory_key_padding_mask, tgt_is_causal=bool(tgt_is_causal),
+                      memory_is_causal=memory_is_causal,
                       cache=None if cache is None else cache[i])
         return x if self.norm is None else self.norm(x)
 
@@ -326,12 +314,10 @@ class Transformer(nn.Module):
                 memory_key_padding_mask=None, src_is_causal=None, tgt_is_causal=None,
                 memory_is_causal=False):
         """src (B,S,E), tgt (B,T,E), or (S,B,E), (T,B,E) unless batch_first -> (B,T,E)."""
-        memory = self.encoder(src, mask=src_mask, src_key_padding_mask=src_key_padding_mask,
-                              is_causal=src_is_causal)
-        return self.decoder(tgt, memory, tgt_mask=tgt_mask, memory_mask=memory_mask,
-                            tgt_key_padding_mask=tgt_key_padding_mask,
-                            memory_key_padding_mask=memory_key_padding_mask,
-                            tgt_is_causal=tgt_is_causal, memory_is_causal=memory_is_causal)
+        memory = self.encoder(src, src_mask, src_key_padding_mask, is_causal=src_is_causal)
+        return self.decoder(tgt, memory, tgt_mask, memory_mask, tgt_key_padding_mask,
+                            memory_key_padding_mask, tgt_is_causal=tgt_is_causal,
+                            memory_is_causal=memory_is_causal)
 
     @staticmethod
     def generate_square_subsequent_mask(sz, device=None, dtype=None):
