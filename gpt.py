@@ -1,8 +1,9 @@
 """
-gpt.py - a character-level language model on a decoder-only Transformer, in GPT-2's layout:
-Vaswani et al. (2017), "Attention Is All You Need", arXiv:1706.03762; Radford et al. (2019),
-"Language Models are Unsupervised Multitask Learners" (GPT-2: LayerNorm before each sublayer and
-after the last block, residual projections initialised smaller). One block, x (B,T,C):
+gpt.py - a language model on a decoder-only Transformer in GPT-2's layout, on characters or on
+GPT-2's own tokens, able to load OpenAI's GPT-2 weights: Vaswani et al. (2017), "Attention Is All
+You Need", arXiv:1706.03762; Radford et al. (2019), "Language Models are Unsupervised Multitask
+Learners" (GPT-2: LayerNorm before each sublayer and after the last block, residual projections
+initialised smaller). One block, x (B,T,C):
 
     x = x + attn.c_proj(softmax(q k^T / sqrt(hs) + causal mask) v),  q,k,v = attn.c_attn(ln_1(x))
     x = x + mlp.c_proj(gelu(mlp.c_fc(ln_2(x))))                     MLP width 4 C, GELU tanh form
@@ -11,17 +12,21 @@ after the last block, residual projections initialised smaller). One block, x (B
 (is_causal=True), written from tensor operations; with --kernels fused (the default, faster on
 CPUs too) the same modules call those torch kernels instead, and the tests prove both paths
 equal. GELU is F.gelu(approximate="tanh"), as GPT-2's. `GPT` keeps GPT-2's parameter names
-(transformer.wte, .wpe, .h.{i}.ln_1, .attn.c_attn, ..., lm_head), so its weights can be mapped in
-(transposed: GPT-2's Conv1D stores them the other way round).
+(transformer.wte, .wpe, .h.{i}.ln_1, .attn.c_attn, ..., lm_head), so GPT.from_pretrained maps
+OpenAI's weights in (transposed: GPT-2's Conv1D stores them the other way round).
 
-What changes from rnn.py: the model (attention over the last block_size characters, with learned
+What changes from rnn.py: the model (attention over the last block_size tokens, with learned
 positions, instead of a recurrent state; no --n-hidden: the MLP is 4 * n_embd wide, as in GPT-2),
 the optimizer (AdamW, weight decay on matrices only, linear warmup then cosine decay), bf16
-autocast on CUDA, --compile, and the sampler's cache (keys and values instead of the state).
+autocast on CUDA, --compile, the sampler's cache (keys and values instead of the state), GPT-2's
+tokens and weights, and training on many processes.
 
 Run `python gpt.py` to train on the Python standard library's source, then sample. Add
 `--data input.txt` to train on your own UTF-8 text, or `--sample-only --prompt "def "` to sample
-from the checkpoint that training saved in out/ (--help lists every flag).
+from the checkpoint that training saved in out/ (--help lists every flag). GPT-2:
+`--init-from gpt2 --sample-only --prompt "Hello"` samples from OpenAI's weights, `--init-from gpt2
+--data input.txt` fine-tunes them, and `torchrun --standalone --nproc_per_node N gpt.py ...`
+trains on N GPUs, each process its share of every batch of --batch-size x --grad-accum.
 
 Shapes: B batch, T time, C embedding (n_embd), nh heads, hs head size C/nh, S positions attended
 (cached + new), V vocabulary.
@@ -30,6 +35,8 @@ Shapes: B batch, T time, C embedding (n_embd), nh heads, hs head size C/nh, S po
 import argparse
 import contextlib
 import dataclasses
+import importlib
+import json
 import math
 import os
 import signal
@@ -37,9 +44,12 @@ import sys
 import sysconfig
 import time
 
+import numpy as np
 import torch
+import torch.distributed as dist
 import torch.nn as nn
 import torch.nn.functional as F
+from torch.nn.parallel import DistributedDataParallel
 
 
 # ----------------------------------------------------------------------------- model
@@ -142,13 +152,18 @@ class Block(nn.Module):
         return x, kv
 
 
+GPT2_NAMES = ("gpt2", "gpt2-medium", "gpt2-large", "gpt2-xl")  # OpenAI's, on the HF hub
+
+
 class GPT(nn.Module):
     """Token and position embeddings -> n_layer blocks -> LayerNorm -> a head tied to the
-    token embedding: the logits of the next character."""
+    token embedding: the logits of the next token."""
 
     def __init__(self, vocab_size, block_size, n_embd, n_head, n_layer, dropout=0.0, fused=True):
         super().__init__()
         self.block_size = block_size
+        self.config = dict(vocab_size=vocab_size, block_size=block_size, n_embd=n_embd,
+                           n_head=n_head, n_layer=n_layer)
         self.transformer = nn.ModuleDict(dict(
             wte=nn.Embedding(vocab_size, n_embd),
             wpe=nn.Embedding(block_size, n_embd),
@@ -189,6 +204,46 @@ class GPT(nn.Module):
         loss = None if targets is None else F.cross_entropy(logits.flatten(0, 1), targets.flatten())
         return logits, loss
 
+    @classmethod
+    def from_pretrained(cls, name_or_dir, block_size=None, dropout=0.0, fused=True):
+        """GPT-2 from a folder in the Hugging Face layout (config.json, model.safetensors), or
+        one of GPT2_NAMES fetched from the hub. A block_size below GPT-2's keeps the first rows
+        of the position table."""
+        folder = name_or_dir
+        if not os.path.isdir(folder):
+            require(name_or_dir in GPT2_NAMES, f"--init-from {name_or_dir}: no such folder, and"
+                    f" not one of {', '.join(GPT2_NAMES)}")
+            folder = optional("huggingface_hub").snapshot_download(
+                f"openai-community/{name_or_dir}", allow_patterns=["config.json", "*.safetensors"])
+        with open(os.path.join(folder, "config.json")) as f:
+            hf = json.load(f)
+        require(hf.get("model_type") == "gpt2" and hf.get("activation_function") == "gelu_new",
+                f"--init-from {name_or_dir}: not a GPT-2 (model_type {hf.get('model_type')})")
+        block_size = block_size or hf["n_positions"]
+        require(block_size <= hf["n_positions"], f"--block-size {block_size} is more than"
+                f" {name_or_dir}'s {hf['n_positions']} positions")
+        model = cls(hf["vocab_size"], block_size, hf["n_embd"], hf["n_head"], hf["n_layer"],
+                    dropout, fused)
+        weights = optional("safetensors.torch", "safetensors").load_file(
+            os.path.join(folder, "model.safetensors"))
+        # the causal masks (attn.bias) are buffers, not weights; lm_head is wte (tied)
+        theirs = {k.removeprefix("transformer."): w for k, w in weights.items()
+                  if not k.endswith((".attn.bias", ".attn.masked_bias", "lm_head.weight"))}
+        ours = {k.removeprefix("transformer."): p for k, p in model.state_dict().items()
+                if k != "lm_head.weight"}
+        require(theirs.keys() == ours.keys(), f"--init-from {name_or_dir}: missing"
+                f" {sorted(ours.keys() - theirs.keys())}, unexpected"
+                f" {sorted(theirs.keys() - ours.keys())}")
+        with torch.no_grad():
+            for name, w in theirs.items():
+                if name.endswith(("c_attn.weight", "c_proj.weight", "c_fc.weight")):
+                    w = w.t()  # Conv1D keeps (in, out), nn.Linear (out, in)
+                w = w[:block_size] if name == "wpe.weight" else w
+                require(w.shape == ours[name].shape, f"--init-from {name_or_dir}: {name} is"
+                        f" {tuple(w.shape)}, the model's {tuple(ours[name].shape)}")
+                ours[name].copy_(w)
+        return model
+
 
 # ----------------------------------------------------------------------------- data
 
@@ -211,6 +266,20 @@ def stdlib_source():
     return "\n".join(texts)
 
 
+GPT2_VOCAB = 50257  # GPT-2's byte-level BPE: 256 bytes, 50000 merges, <|endoftext|>
+
+
+def gpt2_tokens():
+    """GPT-2's byte-level BPE, from tiktoken, which downloads its two files once into its
+    cache (TIKTOKEN_CACHE_DIR, or the temporary folder)."""
+    tiktoken = optional("tiktoken")
+    try:
+        return tiktoken.get_encoding("gpt2")
+    except Exception as e:
+        raise BadInput(f"tiktoken cannot load GPT-2's vocabulary ({type(e).__name__}); put its"
+                       " files in TIKTOKEN_CACHE_DIR") from None
+
+
 def load_text(path=""):
     """The UTF-8 text at `path`, or the default corpus if path is empty."""
     if not path:
@@ -226,16 +295,39 @@ def load_text(path=""):
     return text
 
 
-def encode(text, chars):
-    """Text -> LongTensor of ids: each character's position in the sorted vocabulary `chars`."""
+def encode(text, chars=None):
+    """Text -> LongTensor of ids: each character's position in the sorted vocabulary `chars`;
+    chars None: GPT-2's tokens."""
+    if chars is None:
+        return torch.tensor(gpt2_tokens().encode_ordinary(text), dtype=torch.long)
     stoi = {c: i for i, c in enumerate(chars)}
     unseen = sorted(set(text) - stoi.keys())
     require(not unseen, f"characters not in the vocabulary: {''.join(unseen)!r}")
     return torch.tensor([stoi[c] for c in text], dtype=torch.long)
 
 
-def decode(ids, chars):
-    return "".join(chars[i] for i in ids)
+def decode(ids, chars=None):
+    return gpt2_tokens().decode(ids) if chars is None else "".join(chars[i] for i in ids)
+
+
+def write_tokens(text_path, bin_path):
+    """Write the GPT-2 tokens of a UTF-8 text of any size to bin_path, as uint16 (the ids are
+    below 65536), for training to memory-map (--data FILE.bin). The text is encoded ~1 MB of
+    whole lines at a time: ids can differ from one encode() only where blank lines span a cut."""
+    bpe = gpt2_tokens()
+    with open(text_path, encoding="utf-8", newline="") as text, open(bin_path + ".tmp", "wb") as f:
+        while lines := text.readlines(1 << 20):
+            np.array(bpe.encode_ordinary("".join(lines)), dtype=np.uint16).tofile(f)
+    os.replace(bin_path + ".tmp", bin_path)
+
+
+def read_tokens(path):
+    """The ids in a write_tokens() file, memory-mapped: training reads only the windows it draws.
+    Copy-on-write (mode "c"), as torch wants a writable array; the file is never written."""
+    try:
+        return torch.from_numpy(np.memmap(path, dtype=np.uint16, mode="c"))
+    except (OSError, ValueError) as e:
+        raise BadInput(f"cannot read --data {path}: {e}") from None
 
 
 def split(data, block_size):
@@ -243,16 +335,16 @@ def split(data, block_size):
     n = int(0.9 * len(data))
     splits = {"train": data[:n], "val": data[n:]}
     for name, part in splits.items():
-        require(len(part) >= block_size + 1, f"the {name} split has {len(part)} characters, fewer"
+        require(len(part) >= block_size + 1, f"the {name} split has {len(part)} tokens, fewer"
                 f" than block_size + 1 = {block_size + 1}; give a longer text or a smaller"
                 " --block-size")
     return splits
 
 
-def get_batch(data, block_size, batch_size, device):
-    """batch_size random windows: inputs x and targets y, x shifted by one character. (B,T)"""
-    ix = torch.randint(len(data) - block_size, (batch_size,))
-    chunk = data[ix[:, None] + torch.arange(block_size + 1)]  # (B,T+1)
+def get_batch(data, block_size, batch_size, device, generator=None):
+    """batch_size random windows: inputs x and targets y, x shifted by one token. (B,T)"""
+    ix = torch.randint(len(data) - block_size, (batch_size,), generator=generator)
+    chunk = data[ix[:, None] + torch.arange(block_size + 1)].long()  # (B,T+1)
     return chunk[:, :-1].to(device), chunk[:, 1:].to(device)
 
 
@@ -267,13 +359,16 @@ def autocast(device):
 
 @torch.no_grad()
 def estimate_loss(model, data, cfg, device):
-    """Mean loss over cfg.eval_steps random batches of each split."""
+    """Mean loss over cfg.eval_steps random batches of each split: the same batches at every
+    evaluation and on every process (a generator of their own, seeded each time), so that
+    figures compare across steps and runs, and training draws its batches undisturbed."""
     model.eval()
     out = {}
+    batches = torch.Generator().manual_seed(cfg.seed)
     for name, part in data.items():
         with autocast(device):
-            losses = [model(*get_batch(part, cfg.block_size, cfg.batch_size, device))[1].item()
-                      for _ in range(cfg.eval_steps)]
+            losses = [model(*get_batch(part, cfg.block_size, cfg.batch_size, device, batches))[1]
+                      .item() for _ in range(cfg.eval_steps)]
         out[name] = sum(losses) / len(losses)
     model.train()
     return out
@@ -281,11 +376,12 @@ def estimate_loss(model, data, cfg, device):
 
 def make_optimizer(model, cfg):
     """AdamW, decaying only the matrices (embeddings, weights); biases and LayerNorm gains are
-    left alone. betas (0.9, 0.99): beta2 below the usual 0.999, as small char-level runs use."""
+    left alone. betas (0.9, 0.99): beta2 below the usual 0.999, as small char-level runs use.
+    On a GPU, fused: one kernel updates every parameter."""
     params = list(model.parameters())
     groups = [{"params": [p for p in params if p.dim() >= 2], "weight_decay": cfg.weight_decay},
               {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0}]
-    return torch.optim.AdamW(groups, lr=cfg.lr, betas=(0.9, 0.99))
+    return torch.optim.AdamW(groups, lr=cfg.lr, betas=(0.9, 0.99), fused=params[0].is_cuda)
 
 
 def get_lr(step, cfg):
@@ -296,13 +392,28 @@ def get_lr(step, cfg):
     return cfg.lr * (0.55 + 0.45 * math.cos(math.pi * min(progress, 1.0)))
 
 
-def train(model, optimizer, data, cfg, step=0, save=None):
-    """Train from `step` to cfg.max_steps on data = {"train": ids, "val": ids}. A fresh run
-    evaluates the untrained model first; then every eval_interval steps and at the end: evaluate,
-    log, save(step). Ctrl-C saves and raises KeyboardInterrupt; a non-finite loss raises
-    FloatingPointError before it can reach the weights. Returns the last evaluated losses."""
+def everyone(flag, device):
+    """True on every process if true on any (under torchrun); alone, flag itself."""
+    if not dist.is_initialized():
+        return flag
+    flag = torch.tensor(float(flag), device=device)
+    dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+    return bool(flag)
+
+
+def train(model, optimizer, data, cfg, step=0, save=None, batches=None):
+    """Train from `step` to cfg.max_steps on data = {"train": ids, "val": ids}, each step on
+    batch_size x grad_accum windows drawn from the generator `batches`. A fresh run evaluates
+    the untrained model first; then every eval_interval steps and at the end: evaluate, log,
+    save(step). Ctrl-C saves and raises KeyboardInterrupt; a non-finite loss raises
+    FloatingPointError before it can reach the weights. Under torchrun, model is wrapped in
+    DistributedDataParallel and each process takes its share of the micro-batches; rank 0 logs.
+    Returns the last evaluated losses."""
     device = next(model.parameters()).device
+    rank, world = (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
+    accum = cfg.grad_accum // world  # micro-batches on this process each step
     save = save or (lambda step: None)
+    unit = "chars" if cfg.tokens == "char" else "tokens"
     start, losses = step, {}
     t0 = t_log = time.time()
     step_log = step
@@ -311,11 +422,12 @@ def train(model, optimizer, data, cfg, step=0, save=None):
         nonlocal losses, t_log, step_log
         losses = estimate_loss(model, data, cfg, device)
         now = time.time()
-        chars = (step - step_log) * cfg.batch_size * cfg.block_size
+        tokens = (step - step_log) * cfg.batch_size * cfg.grad_accum * cfg.block_size
         eta = (now - t0) / (step - start) * (cfg.max_steps - step) if step > start else 0
-        print(f"step {step:5d} | train loss {losses['train']:.4f} | val loss"
-              f" {losses['val']:.4f} | {chars / (now - t_log) / 1e3:6.1f}k chars/s"
-              f" | {now - t0:4.0f}s elapsed, ETA {eta:4.0f}s", flush=True)
+        if rank == 0:
+            print(f"step {step:5d} | train loss {losses['train']:.4f} | val loss"
+                  f" {losses['val']:.4f} | {tokens / (now - t_log) / 1e3:6.1f}k {unit}/s"
+                  f" | {now - t0:4.0f}s elapsed, ETA {eta:4.0f}s", flush=True)
         save(step)
         t_log, step_log = time.time(), step
 
@@ -325,19 +437,29 @@ def train(model, optimizer, data, cfg, step=0, save=None):
         if step == 0:
             report(step)  # the untrained model, once: a resumed run does not report its start
         while step < cfg.max_steps:
-            if stop:
+            if everyone(bool(stop), device):  # all processes stop at the same step
                 save(step)
-                print(f"interrupted at step {step}; saved", flush=True)
+                if rank == 0:
+                    print(f"interrupted at step {step}; saved", flush=True)
                 raise KeyboardInterrupt
             for group in optimizer.param_groups:
                 group["lr"] = get_lr(step, cfg)
-            x, y = get_batch(data["train"], cfg.block_size, cfg.batch_size, device)
+            # the step's batch depends on the seed and grad_accum x batch_size alone: each
+            # process takes its micro-batches of it, whatever the number of processes
+            x, y = get_batch(data["train"], cfg.block_size, cfg.batch_size * cfg.grad_accum,
+                             device, batches)
+            x, y = (z.view(cfg.grad_accum, cfg.batch_size, -1)[rank * accum:(rank + 1) * accum]
+                    for z in (x, y))  # (accum,B,T)
             optimizer.zero_grad(set_to_none=True)
-            with autocast(device):
-                _, loss = model(x, y)
-            loss.backward()
-            # the gradient's norm, clipped to grad_clip (0: measured only): a NaN or inf in the
-            # loss makes it non-finite, so this one check stops before the weights change
+            for i in range(accum):
+                # DDP averages the gradients over the processes after the last micro-step only
+                last = i == accum - 1 or world == 1
+                with contextlib.nullcontext() if last else model.no_sync():
+                    with autocast(device):
+                        _, loss = model(x[i], y[i])
+                    (loss / accum).backward()  # the mean over micro-batches: one big batch's
+            # the gradient's norm, clipped to grad_clip (0: measured only): a NaN or inf in a
+            # loss makes it non-finite on every process, so this one check stops them together
             norm = nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip or math.inf)
             if not torch.isfinite(norm):
                 raise FloatingPointError(f"loss or gradient not finite at step {step}; stopped,"
@@ -354,9 +476,11 @@ def train(model, optimizer, data, cfg, step=0, save=None):
 # ----------------------------------------------------------------------------- sample
 
 @torch.no_grad()
-def sample(model, idx, max_new_tokens, temperature=1.0, top_k=0, use_cache=True):
-    """Continue each row of idx (B,T) by max_new_tokens characters, reading the last block_size.
-    The keys and values read so far are cached, so each new character costs one position; once
+def sample(model, idx, max_new_tokens, temperature=1.0, top_k=0, top_p=1.0, use_cache=True):
+    """Continue each row of idx (B,T) by max_new_tokens tokens, reading the last block_size.
+    top_k, top_p: draw only among the k likeliest tokens, or the likeliest whose probabilities
+    add up to p (nucleus sampling, Holtzman et al. 2019, arXiv:1904.09751).
+    The keys and values read so far are cached, so each new token costs one position; once
     the context is full, the window slides and every position in it changes, so (learned
     positions) the cache is rebuilt from the cropped window: exactly what no cache gives."""
     model.eval()
@@ -366,7 +490,11 @@ def sample(model, idx, max_new_tokens, temperature=1.0, top_k=0, use_cache=True)
         if top_k:
             kth = torch.topk(logits, min(top_k, logits.shape[-1])).values[:, [-1]]
             logits = logits.masked_fill(logits < kth, float("-inf"))
-        idx_next = torch.multinomial(F.softmax(logits, dim=-1), num_samples=1)  # (B,1)
+        probs = F.softmax(logits, dim=-1)  # (B,V)
+        if top_p < 1:  # keep a token while the likelier ones add up to less than top_p
+            p, order = probs.sort(dim=-1, descending=True)
+            probs = probs.scatter(-1, order, p.masked_fill(p.cumsum(-1) - p >= top_p, 0.0))
+        idx_next = torch.multinomial(probs, num_samples=1)  # (B,1)
         idx = torch.cat((idx, idx_next), dim=1)
         if use_cache and cache[0][0].shape[2] < model.block_size:
             logits, cache = model.advance(idx_next, cache)
@@ -378,7 +506,7 @@ def sample(model, idx, max_new_tokens, temperature=1.0, top_k=0, use_cache=True)
 # ----------------------------------------------------------------------------- main
 
 SCRIPT = "gpt"  # written into checkpoints, so that a sibling script refuses this one's
-MODEL_ARGS = ("block_size", "n_embd", "n_head", "n_layer")  # what a checkpoint fixes
+MODEL_ARGS = ("block_size", "n_embd", "n_head", "n_layer", "tokens")  # what a checkpoint fixes
 
 
 class BadInput(ValueError):
@@ -394,6 +522,15 @@ def flag(name):
     return "--" + name.replace("_", "-")
 
 
+def optional(module, package=None):
+    """import module, or refuse in one line that names the install command."""
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        package = package or module
+        raise BadInput(f"this needs {package}: pip install {package}") from None
+
+
 def arg(default, help, must_be=None):
     """A config field: its default, its --help text, and "positive" or "non-negative" if so."""
     return dataclasses.field(default=default, metadata={"help": help, "must_be": must_be})
@@ -402,9 +539,13 @@ def arg(default, help, must_be=None):
 @dataclasses.dataclass
 class Config:
     # data
-    data: str = arg("", "UTF-8 text file to train on; empty: the Python standard library's source")
+    data: str = arg("", "UTF-8 text file to train on, or FILE.bin of GPT-2 tokens from"
+                    " write_tokens(); empty: the Python standard library's source")
+    tokens: str = arg("char", "char: the text's characters; gpt2: GPT-2's BPE (with tiktoken)")
     # model
-    block_size: int = arg(128, "characters of context: how far attention reaches", "positive")
+    init_from: str = arg("", "start from GPT-2's weights: gpt2, gpt2-medium, gpt2-large,"
+                         " gpt2-xl or a folder with config.json and model.safetensors")
+    block_size: int = arg(128, "tokens of context: how far attention reaches", "positive")
     n_embd: int = arg(128, "width of the residual stream", "positive")
     n_head: int = arg(4, "attention heads; each is n_embd / n_head wide", "positive")
     n_layer: int = arg(4, "Transformer blocks stacked", "positive")
@@ -413,7 +554,9 @@ class Config:
     kernels: str = arg("fused", "fused: torch's kernels for attention and LayerNorm (faster);"
                        " written: the written-out reference, same result")
     # optimization
-    batch_size: int = arg(16, "sequences per step", "positive")
+    batch_size: int = arg(16, "sequences per micro-batch", "positive")
+    grad_accum: int = arg(1, "micro-batches per step (shared out among torchrun's processes)",
+                          "positive")
     lr: float = arg(3e-3, "AdamW peak learning rate, decayed along a cosine to lr/10", "positive")
     weight_decay: float = arg(0.1, "AdamW weight decay, on matrices only", "non-negative")
     warmup_steps: int = arg(100, "steps of linear warmup to lr", "non-negative")
@@ -431,9 +574,11 @@ class Config:
     # sampling
     prompt: str = arg("\n", "text the samples start from")
     num_samples: int = arg(2, "samples to print", "non-negative")
-    max_new_tokens: int = arg(500, "characters per sample", "non-negative")
+    max_new_tokens: int = arg(500, "tokens per sample", "non-negative")
     temperature: float = arg(0.8, "below 1: safer, above 1: wilder", "positive")
-    top_k: int = arg(0, "sample only among the k likeliest characters (0: all)", "non-negative")
+    top_k: int = arg(0, "sample only among the k likeliest tokens (0: all)", "non-negative")
+    top_p: float = arg(1.0, "sample only among the likeliest tokens that add up to p (1: all)",
+                       "positive")
 
     def __post_init__(self):  # refuse impossible values before any work is done
         for f in dataclasses.fields(self):
@@ -446,6 +591,9 @@ class Config:
         require(self.dropout < 1, f"--dropout must be below 1, got {self.dropout}")
         require(self.kernels in ("fused", "written"),
                 f"--kernels must be fused or written, got {self.kernels!r}")
+        require(self.tokens in ("char", "gpt2"), f"--tokens must be char or gpt2, got"
+                f" {self.tokens!r}")
+        require(self.top_p <= 1, f"--top-p must be at most 1, got {self.top_p}")
 def pick_device(name):
     """The device called `name`, refused unless this machine has it; if name is empty, the
     best one available: cuda, then mps, then cpu."""
@@ -461,9 +609,55 @@ def pick_device(name):
     return device
 
 
+def setup_distributed(device):
+    """Under torchrun (its environment has RANK): join the process group, nccl on CUDA and gloo
+    elsewhere, one GPU per local rank. Returns the device this process uses."""
+    if "RANK" not in os.environ:
+        return device
+    if device.type == "cuda":
+        device = torch.device("cuda", int(os.environ["LOCAL_RANK"]))
+        torch.cuda.set_device(device)
+    dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    return device
+
+
+def rng_states(device, batches):
+    """Every random generator the run draws from: batches', the CPU's (weights, dropout and
+    sampling on a CPU) and the GPU's (dropout, sampling), so that --resume goes on with the
+    same draws. Every process seeds the same, so rank 0's states stand for all."""
+    states = {"batches": batches.get_state(), "cpu": torch.get_rng_state()}
+    if device.type == "cuda":
+        states["cuda"] = torch.cuda.get_rng_state(device)
+    if device.type == "mps":
+        states["mps"] = torch.mps.get_rng_state(device)
+    return states
+
+
+def set_rng_states(states, device, batches):
+    """Put back what rng_states() saved (a GPU's state saved on another kind: left as seeded)."""
+    batches.set_state(states["batches"])
+    torch.set_rng_state(states["cpu"])
+    if device.type == "cuda" and "cuda" in states:
+        torch.cuda.set_rng_state(states["cuda"], device)
+    if device.type == "mps" and "mps" in states:
+        torch.mps.set_rng_state(states["mps"], device)
+
+
+def adopt(cfg, fixed, source):
+    """Take the model shape and tokens in `fixed` into cfg; a flag that asks for others is
+    refused."""
+    for name in MODEL_ARGS:
+        given = getattr(cfg, name)
+        asked = (name in cfg.flags_given if hasattr(cfg, "flags_given")
+                 else given != getattr(Config, name))
+        require(not asked or given == fixed[name],
+                f"{flag(name)} {given} differs from {source}'s {fixed[name]}")
+        setattr(cfg, name, fixed[name])
+
+
 def load_checkpoint(path, cfg):
-    """The checkpoint at `path`, checked to be this script's; its model shape goes into cfg,
-    and a flag that asks for another shape is refused."""
+    """The checkpoint at `path`, checked to be this script's; its model shape and tokens go
+    into cfg, and a flag that asks for others is refused."""
     require(os.path.exists(path), f"no checkpoint at {path}; train one first"
             " (or point --out-dir at it)")
     try:
@@ -472,13 +666,7 @@ def load_checkpoint(path, cfg):
         raise BadInput(f"{path} is not a readable checkpoint ({type(e).__name__})") from None
     who = ckpt.get("script", "?") if isinstance(ckpt, dict) else "?"
     require(who == SCRIPT, f"{path} is a checkpoint of {who}.py, not of {SCRIPT}.py")
-    for name in MODEL_ARGS:
-        given, saved = getattr(cfg, name), ckpt["config"][name]
-        asked = (name in cfg.flags_given if hasattr(cfg, "flags_given")
-                 else given != getattr(Config, name))
-        require(not asked or given == saved,
-                f"{flag(name)} {given} differs from the checkpoint's {saved}")
-        setattr(cfg, name, saved)
+    adopt(cfg, ckpt["config"], "the checkpoint")
     return ckpt
 
 
@@ -516,50 +704,88 @@ def main(argv=None):
         sys.exit(1)
     except KeyboardInterrupt:
         sys.exit(130)
+    finally:
+        if dist.is_initialized():  # torchrun's process group, left on every way out
+            dist.destroy_process_group()
 
 
 def run(cfg):
-    torch.manual_seed(cfg.seed)
-    device = pick_device(cfg.device)
+    torch.manual_seed(cfg.seed)  # the same on every process: the same weights and draws
+    device = setup_distributed(pick_device(cfg.device))
+    rank, world = (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
+    require(cfg.grad_accum % world == 0, f"--grad-accum {cfg.grad_accum} must be a multiple of"
+            f" the {world} processes")
+    if device.type == "cuda":
+        torch.set_float32_matmul_precision("high")  # TF32 matmuls
+    given = getattr(cfg, "flags_given", set())
+    if cfg.init_from or cfg.data.endswith(".bin"):  # GPT-2's weights or token file: its tokens
+        require(cfg.tokens == "gpt2" or "tokens" not in given,
+                "--init-from and a .bin --data read GPT-2's tokens, not --tokens char")
+        cfg.tokens = "gpt2"
+        given.add("tokens")  # so that a checkpoint of other tokens is refused
+    require(not (cfg.init_from and cfg.resume), "--init-from starts from GPT-2's weights,"
+            " --resume from the checkpoint: give one of them")
     path = os.path.join(cfg.out_dir, f"{SCRIPT}.pt")
-    ckpt = load_checkpoint(path, cfg) if cfg.resume or cfg.sample_only else None
+    ckpt = None
+    if cfg.resume or cfg.sample_only and not cfg.init_from:
+        ckpt = load_checkpoint(path, cfg)
     if cfg.sample_only:
-        chars = ckpt["vocab"]
+        chars = ckpt["vocab"] if ckpt else None
+    elif cfg.data.endswith(".bin"):
+        chars, ids = None, read_tokens(cfg.data)
     else:
         text = load_text(cfg.data)
-        chars = "".join(sorted(set(text)))
+        chars = "".join(sorted(set(text))) if cfg.tokens == "char" else None  # None: GPT-2's
         require(not ckpt or ckpt["vocab"] == chars, "this text's vocabulary differs from the"
                 " checkpoint's; resume on the text it was trained on"
                 f" ({ckpt and ckpt['config']['data'] or 'the default'})")
-        data = split(encode(text, chars), cfg.block_size)
+        ids = encode(text, chars)
+    data = None if cfg.sample_only else split(ids, cfg.block_size)
     try:
         prompt = encode(cfg.prompt, chars)
     except BadInput as e:
         raise BadInput(f"--prompt has {e}") from None
     require(len(prompt), "--prompt is empty; give at least one character to start from")
-    model = GPT(len(chars), cfg.block_size, cfg.n_embd, cfg.n_head, cfg.n_layer, cfg.dropout,
-                fused=cfg.kernels == "fused").to(device)
+    if cfg.init_from:
+        model = GPT.from_pretrained(cfg.init_from, cfg.block_size if "block_size" in given
+                                    else None, cfg.dropout, fused=cfg.kernels == "fused")
+        adopt(cfg, {**model.config, "tokens": "gpt2"}, cfg.init_from)
+        require(model.config["vocab_size"] >= GPT2_VOCAB, f"--init-from {cfg.init_from} has"
+                f" {model.config['vocab_size']} tokens, fewer than GPT-2's {GPT2_VOCAB}")
+    else:
+        model = GPT(GPT2_VOCAB if chars is None else len(chars), cfg.block_size, cfg.n_embd,
+                    cfg.n_head, cfg.n_layer, cfg.dropout, fused=cfg.kernels == "fused")
+    model.to(device)
     optimizer = make_optimizer(model, cfg)
+    batches = torch.Generator().manual_seed(cfg.seed)  # apart from dropout: batches by seed alone
     step = 0
     if ckpt:
         model.load_state_dict(ckpt["model"])
         optimizer.load_state_dict(ckpt["optimizer"])
         step = ckpt["step"]
-        torch.set_rng_state(ckpt["rng"])
+        set_rng_states(ckpt["rng"], device, batches)
     n_params = sum(p.numel() for p in model.parameters())
-    print(f"{SCRIPT}.py: {n_params / 1e6:.2f}M parameters, vocabulary {len(chars)}, on {device}")
+    if rank == 0:
+        print(f"{SCRIPT}.py: {n_params / 1e6:.2f}M parameters, vocabulary"
+              f" {model.config['vocab_size']}, on {device}" + f" x {world}" * (world > 1))
     if not cfg.sample_only:
-        print(f"data: {len(data['train']):,} train / {len(data['val']):,} val characters")
+        if rank == 0:
+            print(f"data: {len(data['train']):,} train / {len(data['val']):,} val tokens")
 
-        def save(step):  # the plain module's weights, never torch.compile's wrapper's
+        def save(step):  # the plain module's weights, never torch.compile's or DDP's wrapper's
             save_checkpoint(path, {"script": SCRIPT, "config": dataclasses.asdict(cfg),
                                    "vocab": chars, "step": step, "model": model.state_dict(),
                                    "optimizer": optimizer.state_dict(),
-                                   "rng": torch.get_rng_state()})
+                                   "rng": rng_states(device, batches)})
 
-        train(torch.compile(model) if cfg.compile else model, optimizer, data, cfg, step, save)
-    for _ in range(cfg.num_samples):
-        out = sample(model, prompt[None].to(device), cfg.max_new_tokens, cfg.temperature, cfg.top_k)
+        trained = torch.compile(model) if cfg.compile else model
+        if world > 1:
+            trained = DistributedDataParallel(
+                trained, device_ids=[device.index] if device.type == "cuda" else None)
+        train(trained, optimizer, data, cfg, step, save if rank == 0 else None, batches)
+    for _ in range(cfg.num_samples if rank == 0 else 0):
+        out = sample(model, prompt[None].to(device), cfg.max_new_tokens, cfg.temperature,
+                     cfg.top_k, cfg.top_p)
         print("-" * 80)
         print(decode(out[0].tolist(), chars))
 

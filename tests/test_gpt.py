@@ -1,9 +1,14 @@
 """gpt.py against torch's LayerNorm, scaled_dot_product_attention and TransformerEncoderLayer;
 its cache, training loop, sampler and CLI."""
 import functools
+import hashlib
 import math
 import os
+import re
+import shutil
 import signal
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -12,7 +17,8 @@ import torch.nn.functional as F
 
 import gpt
 import rnn
-from conftest import TINY_TEXT, check_sampling, poison_loss_at, run_script, unigram_entropy
+from conftest import (ROOT, SHARED_DATA, TINY_TEXT, check_sampling, poison_loss_at, run_script,
+                      unigram_entropy)
 
 TINY = ["--block-size", 16, "--n-embd", 16, "--n-head", 2, "--n-layer", 2, "--batch-size", 8,
         "--warmup-steps", 5, "--eval-interval", 10, "--eval-steps", 2, "--max-new-tokens", 20,
@@ -358,3 +364,317 @@ def test_cli_refuses_missing_or_foreign_checkpoints(tmp_path, tiny_file, refused
             says=["--block-size 32 differs from the checkpoint's 16"])
     (tmp_path / "other.txt").write_text("something else entirely " * 50)
     refused(gpt, "--resume", "--data", "other.txt", *TINY, says=["vocabulary differs"])
+
+
+# ----------------------------------------------------------------------------- sampling rules
+
+class KnownLogits(nn.Module):
+    """A stand-in model whose next-token logits are `logits` whatever it reads."""
+
+    def __init__(self, logits):
+        super().__init__()
+        self.logits, self.block_size = logits, 8
+
+    def advance(self, idx, cache=None):
+        B, T = idx.shape
+        S = T + (0 if cache is None else cache[0][0].shape[2])
+        return self.logits.expand(B, T, -1), [(torch.zeros(B, 1, S, 1),) * 2]
+
+
+LOGITS = torch.tensor([2.0, 1.0, 0.5, 0.0, -1.0, -3.0], dtype=torch.float64)
+
+
+def frequencies(n=40000, **settings):
+    torch.manual_seed(0)
+    out = gpt.sample(KnownLogits(LOGITS), torch.zeros(n, 1, dtype=torch.long), 1, **settings)
+    return torch.bincount(out[:, 1], minlength=len(LOGITS)).double() / n
+
+
+@pytest.mark.parametrize("settings, keep", [
+    (dict(temperature=0.5), [1] * 6), (dict(temperature=2.0), [1] * 6),
+    (dict(top_k=3), [1, 1, 1, 0, 0, 0]), (dict(top_k=3, temperature=2.0), [1, 1, 1, 0, 0, 0]),
+    (dict(top_p=0.8), [1, 1, 1, 0, 0, 0]), (dict(top_p=0.5), [1, 0, 0, 0, 0, 0]),
+    (dict(top_p=0.85, temperature=2.0), [1, 1, 1, 1, 0, 0])])
+def test_temperature_top_k_and_top_p_follow_their_definitions(settings, keep):
+    """p ~ softmax(logits / temperature), restricted to the k likeliest tokens, or to the
+    likeliest whose probabilities (at that temperature) first reach top_p, then renormalised.
+    At temperature 1 the probabilities add up to .56 .77 .89 .97 ...: top_p 0.8 keeps three
+    tokens, 0.5 keeps one; at temperature 2 (.36 .58 .76 .89 ...) top_p 0.85 keeps four."""
+    p = F.softmax(LOGITS / settings.get("temperature", 1.0), dim=-1) * torch.tensor(keep)
+    expected = p / p.sum()
+    torch.testing.assert_close(frequencies(**settings), expected, rtol=0, atol=0.01)
+
+
+# ----------------------------------------------------------------------------- GPT-2
+
+TIKTOKEN_URL = "https://openaipublic.blob.core.windows.net/gpt-2/encodings/main/"  # its source's
+
+
+@pytest.fixture
+def gpt2_vocab(tmp_path_factory, monkeypatch):
+    """GPT-2's vocabulary for tiktoken, offline: the two shared files in a cache folder, each
+    named by the SHA-1 of the address tiktoken downloads it from."""
+    shared = os.path.join(SHARED_DATA, "gpt2")
+    if not os.path.isdir(shared):
+        pytest.skip("needs ../shared/data/gpt2")
+    cache = tmp_path_factory.getbasetemp() / "tiktoken"
+    cache.mkdir(exist_ok=True)
+    for name in ("vocab.bpe", "encoder.json"):
+        key = hashlib.sha1((TIKTOKEN_URL + name).encode()).hexdigest()
+        shutil.copy(os.path.join(shared, name), cache / key)
+    monkeypatch.setenv("TIKTOKEN_CACHE_DIR", str(cache))
+
+
+def save_hf_gpt2(folder, seed=0, **config):
+    """A GPT-2 built by transformers with random weights (biases and gains too), saved in the
+    Hugging Face layout; returns the model, in eval mode."""
+    from transformers import GPT2Config, GPT2LMHeadModel
+    torch.manual_seed(seed)
+    hf = GPT2LMHeadModel(GPT2Config(**config)).eval()
+    with torch.no_grad():
+        for p in hf.parameters():
+            if p.dim() == 1:
+                p.add_(0.1 * torch.randn_like(p))
+    hf.save_pretrained(folder)
+    return hf
+
+
+def test_from_pretrained_equals_transformers_gpt2_with_and_without_the_cache(tmp_path):
+    hf = save_hf_gpt2(tmp_path / "hf", vocab_size=99, n_positions=1024, n_embd=16, n_layer=2,
+                      n_head=4).double()
+    model = gpt.GPT.from_pretrained(tmp_path / "hf").double().eval()
+    idx = torch.randint(99, (2, 1024))
+    with torch.no_grad():
+        ref = hf(idx).logits
+        torch.testing.assert_close(model(idx)[0], ref, rtol=0, atol=1e-9)
+        logits, cache = model.advance(idx[:, :1000])  # then one position at a time, to 1024
+        steps = [logits]
+        for t in range(1000, 1024):
+            logits, cache = model.advance(idx[:, t:t + 1], cache)
+            steps.append(logits)
+    torch.testing.assert_close(torch.cat(steps, dim=1), ref, rtol=0, atol=1e-9)
+    prompt = idx[:1, :1004]  # greedy up to GPT-2's last position, through the cache
+    greedy = hf.generate(prompt, attention_mask=torch.ones_like(prompt), max_new_tokens=20,
+                         do_sample=False, pad_token_id=0)
+    assert torch.equal(gpt.sample(model, prompt, 20, top_k=1), greedy)
+
+
+def test_from_pretrained_reads_the_hubs_older_layout_and_crops_positions(tmp_path):
+    """The hub's gpt2 files name keys without "transformer." and keep each block's causal mask
+    (attn.bias, attn.masked_bias): the same weights must come out."""
+    from safetensors.torch import load_file, save_file
+    save_hf_gpt2(tmp_path / "new", vocab_size=99, n_positions=64, n_embd=16, n_layer=2,
+                 n_head=4)
+    weights = {k.removeprefix("transformer."): w
+               for k, w in load_file(tmp_path / "new" / "model.safetensors").items()}
+    for i in range(2):
+        weights[f"h.{i}.attn.bias"] = torch.ones(1, 1, 64, 64).tril()
+        weights[f"h.{i}.attn.masked_bias"] = torch.tensor(-1e4)
+    shutil.copytree(tmp_path / "new", tmp_path / "old")
+    save_file(weights, tmp_path / "old" / "model.safetensors")
+    new = gpt.GPT.from_pretrained(tmp_path / "new")
+    old = gpt.GPT.from_pretrained(tmp_path / "old", block_size=40)
+    assert old.block_size == 40 and old.transformer.wpe.weight.shape == (40, 16)
+    for name, value in old.state_dict().items():
+        assert torch.equal(value, new.state_dict()[name][:40] if "wpe" in name else
+                           new.state_dict()[name]), name
+    assert torch.equal(new.transformer.h[0].attn.c_attn.weight,
+                       weights["h.0.attn.c_attn.weight"].t())  # Conv1D's (in, out), transposed
+
+
+def test_from_pretrained_refuses_what_is_not_gpt2_by_name(tmp_path, monkeypatch):
+    from safetensors.torch import load_file, save_file
+    save_hf_gpt2(tmp_path / "hf", vocab_size=99, n_positions=64, n_embd=16, n_layer=2, n_head=4)
+
+    def refused(folder, says, **kwargs):
+        with pytest.raises(gpt.BadInput) as e:
+            gpt.GPT.from_pretrained(folder, **kwargs)
+        assert says in str(e.value), str(e.value)
+
+    refused("gpt3", says="--init-from gpt3: no such folder, and not one of gpt2, gpt2-medium")
+    refused(tmp_path / "hf", says="--block-size 65 is more than", block_size=65)
+    weights = load_file(tmp_path / "hf" / "model.safetensors")
+    shutil.copytree(tmp_path / "hf", tmp_path / "bad")
+    save_file({k: w for k, w in weights.items() if k != "transformer.h.1.ln_2.bias"},
+              tmp_path / "bad" / "model.safetensors")
+    refused(tmp_path / "bad", says="missing ['h.1.ln_2.bias'], unexpected []")
+    weights["transformer.h.0.mlp.c_fc.bias"] = torch.zeros(63)
+    save_file(weights, tmp_path / "bad" / "model.safetensors")
+    refused(tmp_path / "bad", says="h.0.mlp.c_fc.bias is (63,), the model's (64,)")
+    (tmp_path / "bad" / "config.json").write_text('{"model_type": "llama"}')
+    refused(tmp_path / "bad", says="not a GPT-2 (model_type llama)")
+    monkeypatch.setitem(sys.modules, "safetensors.torch", None)  # as if not installed
+    refused(tmp_path / "hf", says="this needs safetensors: pip install safetensors")
+    monkeypatch.setitem(sys.modules, "huggingface_hub", None)
+    refused("gpt2", says="this needs huggingface_hub: pip install huggingface_hub")
+
+
+SHAKESPEARE = os.path.join(SHARED_DATA, "tinyshakespeare.txt")
+GPT2_TINY = ["--block-size", 16, "--n-embd", 16, "--n-head", 2, "--n-layer", 1, "--batch-size",
+             4, "--eval-interval", 5, "--eval-steps", 1, "--max-new-tokens", 8, "--num-samples",
+             1, "--tokens", "gpt2"]
+
+
+def test_gpt2_tokens_round_trip_train_from_a_token_file_and_sample(tmp_path, gpt2_vocab,
+                                                                  monkeypatch, capsys, refused):
+    text = open(SHAKESPEARE, encoding="utf-8").read()
+    ids = gpt.encode(text)
+    assert len(ids) == 338025 and ids.max() < gpt.GPT2_VOCAB == 50257  # tiktoken's count
+    assert gpt.decode(ids.tolist()) == text
+    assert gpt.encode("Hello world").tolist() == [15496, 995]  # GPT-2's own ids
+    gpt.write_tokens(SHAKESPEARE, str(tmp_path / "ts.bin"))  # in ~1 MB pieces: two here
+    assert torch.equal(gpt.read_tokens(str(tmp_path / "ts.bin")).long(), ids)
+    gpt.main(["--data", SHAKESPEARE, "--max-steps", "5", "--prompt", "ROMEO:", *map(str,
+              GPT2_TINY)])
+    out = capsys.readouterr().out
+    assert "vocabulary 50257" in out and "304,222 train / 33,803 val tokens" in out
+    assert "step     5 | train loss" in out and "k tokens/s" in out
+    assert "\nROMEO:" in out  # decoded back to text
+    ckpt = torch.load("out/gpt.pt", weights_only=True)
+    assert ckpt["config"]["tokens"] == "gpt2" and ckpt["vocab"] is None
+    gpt.main(["--data", "ts.bin", "--max-steps", "10", "--resume", *map(str, GPT2_TINY)])
+    out = capsys.readouterr().out  # the token file, memory-mapped, holds the same tokens
+    assert "304,222 train" in out and "step    10 |" in out and "step     5 |" not in out
+    refused(gpt, "--data", "ts.bin", "--tokens", "char", says=["read GPT-2's tokens"])
+    refused(gpt, "--data", SHAKESPEARE, "--resume", "--tokens", "char",
+            says=["--tokens char differs from the checkpoint's gpt2"])
+    refused(gpt, "--tokens", "bpe", says=["--tokens must be char or gpt2, got 'bpe'"])
+    monkeypatch.setitem(sys.modules, "tiktoken", None)
+    refused(gpt, "--data", "ts.bin", "--sample-only", says=["pip install tiktoken"])
+
+
+def test_init_from_a_folder_samples_and_fine_tunes_with_a_cropped_context(tmp_path, tiny_file,
+                                                                          gpt2_vocab, capsys,
+                                                                          refused):
+    hf = save_hf_gpt2(tmp_path / "hf", n_positions=32, n_embd=8, n_layer=1, n_head=2)
+    gpt.main(["--init-from", "hf", "--sample-only", "--prompt", "def", "--max-new-tokens", "5",
+              "--num-samples", "1", "--temperature", "1e-3"])  # no checkpoint: GPT-2's weights
+    out = capsys.readouterr().out
+    assert "vocabulary 50257" in out
+    prompt = torch.tensor([gpt.encode("def").tolist()])
+    greedy = hf.generate(prompt, attention_mask=torch.ones_like(prompt), max_new_tokens=5,
+                         do_sample=False, pad_token_id=0)
+    assert gpt.decode(greedy[0].tolist()) in out  # the loaded weights, sampled
+    gpt.main(["--init-from", "hf", "--data", str(tiny_file), "--block-size", "16",
+              "--max-steps", "3", "--eval-interval", "3", "--eval-steps", "1", "--num-samples",
+              "0"])
+    ckpt = torch.load("out/gpt.pt", weights_only=True)
+    assert ckpt["config"]["tokens"] == "gpt2" and ckpt["step"] == 3
+    assert {k: ckpt["config"][k] for k in ("block_size", "n_embd", "n_head", "n_layer")} == dict(
+        block_size=16, n_embd=8, n_head=2, n_layer=1)  # GPT-2's shape, its positions cropped
+    assert ckpt["model"]["transformer.wpe.weight"].shape == (16, 8)
+    refused(gpt, "--init-from", "hf", "--n-head", 4, "--data", tiny_file,
+            says=["--n-head 4 differs from hf's 2"])
+    refused(gpt, "--init-from", "hf", "--resume", "--data", tiny_file, says=["give one of them"])
+    refused(gpt, "--init-from", "hf", "--tokens", "char", says=["read GPT-2's tokens"])
+    refused(gpt, "--init-from", "nowhere", says=["--init-from nowhere: no such folder"])
+
+
+# ----------------------------------------------------------------------------- many processes
+
+def test_grad_accum_steps_as_one_step_on_the_whole_batch():
+    """2 micro-batches of 4 == one batch of 8: the same windows (drawn by seed and the whole
+    batch's size), the loss of each micro-batch halved, so the gradients add up to the mean."""
+    weights = []
+    for batch_size, grad_accum in [(8, 1), (4, 2)]:
+        cfg, data, model = tiny_setup(batch_size=batch_size, grad_accum=grad_accum, max_steps=5,
+                                      eval_interval=5, eval_steps=1)
+        model.double()
+        gpt.train(model, gpt.make_optimizer(model, cfg), data, cfg,
+                  batches=torch.Generator().manual_seed(0))
+        weights.append(model.state_dict())
+    for name, value in weights[0].items():
+        torch.testing.assert_close(weights[1][name], value, rtol=0, atol=1e-12, msg=name)
+    assert not torch.equal(weights[1]["lm_head.weight"], tiny_setup()[2].lm_head.weight.double())
+
+
+def torchrun(*args, cwd, worker=None):
+    """torchrun --standalone --nproc_per_node 2, on the CPU (gloo), one thread a process."""
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+           worker or os.path.join(ROOT, "gpt.py"), *map(str, args)]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    return subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=300, env=env)
+
+
+def logged_losses(out):
+    return re.findall(r"step +\d+ \| train loss \S+ \| val loss \S+", out)
+
+
+DDP_ARGS = ["--block-size", 16, "--n-embd", 16, "--n-head", 2, "--n-layer", 2, "--batch-size", 4,
+            "--warmup-steps", 5, "--eval-interval", 5, "--eval-steps", 2, "--num-samples", 0,
+            "--max-steps", 20, "--grad-accum", 2]
+
+
+def test_torchrun_on_two_processes_equals_one_process(tmp_path, tiny_file, capsys, monkeypatch):
+    """Each process takes one of the 2 micro-batches; DDP averages their gradients: the same
+    weights, bit for bit, and the same logged losses as one process adding both up."""
+    r = torchrun("--data", tiny_file, *DDP_ARGS, "--out-dir", "two", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert "on cpu x 2" in r.stdout and r.stdout.count("step    20 |") == 1  # rank 0 logs
+    monkeypatch.chdir(tmp_path)
+    gpt.main(["--data", str(tiny_file), *map(str, DDP_ARGS), "--out-dir", "one"])
+    assert logged_losses(capsys.readouterr().out) == logged_losses(r.stdout)
+    assert len(logged_losses(r.stdout)) == 5
+    two, one = (torch.load(tmp_path / d / "gpt.pt", weights_only=True) for d in ("two", "one"))
+    assert two["step"] == one["step"] == 20
+    for name, value in one["model"].items():
+        assert torch.equal(two["model"][name], value), name
+
+
+WORKER = """import os, signal, sys, time
+sys.path.insert(0, {root!r})
+import gpt
+
+save, sent = gpt.save_checkpoint, []
+
+
+def save_then_ctrl_c(path, ckpt):  # after the step-15 checkpoint: Ctrl-C on torchrun, once
+    save(path, ckpt)
+    if ckpt["step"] == 15 and not sent:
+        sent.append(True)
+        handler, arrived = signal.getsignal(signal.SIGINT), []
+        signal.signal(signal.SIGINT, lambda *a: arrived.append(handler(*a)))
+        os.kill(os.getppid(), signal.SIGINT)  # torchrun passes it on to every process
+        for _ in range(2000):  # until it is back here, so that the run stops at step 15
+            if arrived:
+                break
+            time.sleep(0.01)
+
+
+gpt.save_checkpoint = save_then_ctrl_c
+gpt.main()
+"""
+
+
+def test_torchrun_resumes_one_process_checkpoints_and_the_other_way_round(tmp_path, tiny_file,
+                                                                          capsys, monkeypatch):
+    """One process to step 10, Ctrl-C; torchrun resumes it, Ctrl-C at 15; one process resumes
+    that to 20: the weights of one uninterrupted run."""
+    monkeypatch.chdir(tmp_path)
+    args = ["--data", str(tiny_file), *map(str, DDP_ARGS)]
+    gpt.main([*args, "--out-dir", "whole"])
+    save = gpt.save_checkpoint
+
+    def save_then_ctrl_c(path, ckpt):
+        save(path, ckpt)
+        if ckpt["step"] == 10:
+            os.kill(os.getpid(), signal.SIGINT)
+
+    monkeypatch.setattr(gpt, "save_checkpoint", save_then_ctrl_c)
+    with pytest.raises(SystemExit):
+        gpt.main([*args, "--out-dir", "cut"])
+    monkeypatch.setattr(gpt, "save_checkpoint", save)
+    assert torch.load("cut/gpt.pt", weights_only=True)["step"] == 10
+    (tmp_path / "worker.py").write_text(WORKER.format(root=ROOT))
+    r = torchrun(*args, "--out-dir", "cut", "--resume", cwd=tmp_path, worker="worker.py")
+    assert "interrupted at step 15; saved" in r.stdout, r.stdout + r.stderr
+    assert "step    10 |" not in r.stdout and "step    15 |" in r.stdout
+    assert torch.load("cut/gpt.pt", weights_only=True)["step"] == 15
+    capsys.readouterr()
+    gpt.main([*args, "--out-dir", "cut", "--resume"])
+    out = capsys.readouterr().out
+    assert "step    15 |" not in out and "step    20 |" in out
+    whole, resumed = (torch.load(f"{d}/gpt.pt", weights_only=True) for d in ("whole", "cut"))
+    assert resumed["step"] == 20
+    for name, value in whole["model"].items():
+        assert torch.equal(resumed["model"][name], value), name
