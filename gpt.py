@@ -594,6 +594,8 @@ class Config:
         require(self.tokens in ("char", "gpt2"), f"--tokens must be char or gpt2, got"
                 f" {self.tokens!r}")
         require(self.top_p <= 1, f"--top-p must be at most 1, got {self.top_p}")
+
+
 def pick_device(name):
     """The device called `name`, refused unless this machine has it; if name is empty, the
     best one available: cuda, then mps, then cpu."""
@@ -766,8 +768,9 @@ def run(cfg):
         set_rng_states(ckpt["rng"], device, batches)
     n_params = sum(p.numel() for p in model.parameters())
     if rank == 0:
+        processes = f" x {world} processes" if world > 1 else ""
         print(f"{SCRIPT}.py: {n_params / 1e6:.2f}M parameters, vocabulary"
-              f" {model.config['vocab_size']}, on {device}" + f" x {world}" * (world > 1))
+              f" {model.config['vocab_size']}, on {device}{processes}")
     if not cfg.sample_only:
         if rank == 0:
             print(f"data: {len(data['train']):,} train / {len(data['val']):,} val tokens")

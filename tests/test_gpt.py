@@ -270,11 +270,16 @@ def test_cli_trains_saves_and_samples(tmp_path, tiny_file, capsys, monkeypatch):
     assert prompt in out and "step" not in out
 
 
+def logged_steps(out):
+    return [int(n) for n in re.findall(r"^step +(\d+) \|", out, flags=re.M)]
+
+
 def test_cli_ctrl_c_saves_and_resume_reaches_the_same_weights(tmp_path, tiny_file, monkeypatch,
                                                                capsys):
+    """With dropout on, so that the generators' states (batches, dropout) must come back too."""
     monkeypatch.chdir(tmp_path)
     args = ["--data", str(tiny_file), "--max-steps", "60", "--num-samples", "0",
-            *map(str, TINY)]
+            "--dropout", "0.2", *map(str, TINY)]
     gpt.main([*args, "--out-dir", "whole"])
     save = gpt.save_checkpoint
 
@@ -290,8 +295,7 @@ def test_cli_ctrl_c_saves_and_resume_reaches_the_same_weights(tmp_path, tiny_fil
     assert "interrupted at step 20; saved" in capsys.readouterr().out
     assert torch.load(tmp_path / "cut" / "gpt.pt", weights_only=True)["step"] == 20
     gpt.main([*args, "--out-dir", "cut", "--resume"])
-    out = capsys.readouterr().out
-    assert "step    20 |" not in out and "step    60 |" in out
+    assert logged_steps(capsys.readouterr().out) == [30, 40, 50, 60]  # on from step 20
     whole = torch.load(tmp_path / "whole" / "gpt.pt", weights_only=True)
     resumed = torch.load(tmp_path / "cut" / "gpt.pt", weights_only=True)
     assert resumed["step"] == 60
@@ -534,7 +538,7 @@ def test_gpt2_tokens_round_trip_train_from_a_token_file_and_sample(tmp_path, gpt
     assert ckpt["config"]["tokens"] == "gpt2" and ckpt["vocab"] is None
     gpt.main(["--data", "ts.bin", "--max-steps", "10", "--resume", *map(str, GPT2_TINY)])
     out = capsys.readouterr().out  # the token file, memory-mapped, holds the same tokens
-    assert "304,222 train" in out and "step    10 |" in out and "step     5 |" not in out
+    assert "304,222 train" in out and logged_steps(out) == [10]
     refused(gpt, "--data", "ts.bin", "--tokens", "char", says=["read GPT-2's tokens"])
     refused(gpt, "--data", SHAKESPEARE, "--resume", "--tokens", "char",
             says=["--tokens char differs from the checkpoint's gpt2"])
@@ -610,7 +614,7 @@ def test_torchrun_on_two_processes_equals_one_process(tmp_path, tiny_file, capsy
     weights, bit for bit, and the same logged losses as one process adding both up."""
     r = torchrun("--data", tiny_file, *DDP_ARGS, "--out-dir", "two", cwd=tmp_path)
     assert r.returncode == 0, r.stderr
-    assert "on cpu x 2" in r.stdout and r.stdout.count("step    20 |") == 1  # rank 0 logs
+    assert "on cpu x 2 processes" in r.stdout and r.stdout.count("step    20 |") == 1  # rank 0 logs
     monkeypatch.chdir(tmp_path)
     gpt.main(["--data", str(tiny_file), *map(str, DDP_ARGS), "--out-dir", "one"])
     assert logged_losses(capsys.readouterr().out) == logged_losses(r.stdout)
@@ -668,13 +672,91 @@ def test_torchrun_resumes_one_process_checkpoints_and_the_other_way_round(tmp_pa
     (tmp_path / "worker.py").write_text(WORKER.format(root=ROOT))
     r = torchrun(*args, "--out-dir", "cut", "--resume", cwd=tmp_path, worker="worker.py")
     assert "interrupted at step 15; saved" in r.stdout, r.stdout + r.stderr
-    assert "step    10 |" not in r.stdout and "step    15 |" in r.stdout
+    assert logged_steps(r.stdout) == [15]  # on from step 10
     assert torch.load("cut/gpt.pt", weights_only=True)["step"] == 15
     capsys.readouterr()
     gpt.main([*args, "--out-dir", "cut", "--resume"])
-    out = capsys.readouterr().out
-    assert "step    15 |" not in out and "step    20 |" in out
+    assert logged_steps(capsys.readouterr().out) == [20]  # on from step 15
     whole, resumed = (torch.load(f"{d}/gpt.pt", weights_only=True) for d in ("whole", "cut"))
     assert resumed["step"] == 20
     for name, value in whole["model"].items():
         assert torch.equal(resumed["model"][name], value), name
+
+
+# ----------------------------------------------------------------------------- promises kept
+
+def test_sample_only_samples_the_checkpoints_weights(tmp_path, tiny_file, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    gpt.main(["--data", str(tiny_file), "--max-steps", "30", "--num-samples", "0",
+              *map(str, TINY)])
+    capsys.readouterr()
+    gpt.main(["--sample-only", "--prompt", "def", "--max-new-tokens", "30"])
+    out = capsys.readouterr().out
+    ckpt = torch.load("out/gpt.pt", weights_only=True)
+    model = gpt.GPT(len(CHARS), 16, 16, 2, 2)
+    model.load_state_dict(ckpt["model"])
+    torch.set_rng_state(ckpt["rng"]["cpu"])  # where sampling goes on from
+    idx = gpt.sample(model, gpt.encode("def", CHARS)[None], 30, temperature=0.8)
+    assert out.split("-" * 80 + "\n")[1] == gpt.decode(idx[0].tolist(), CHARS) + "\n"
+
+
+def test_eval_turns_dropout_off():
+    model, plain = tiny_model(dropout=0.5), tiny_model(dropout=0.0)
+    idx = torch.randint(len(CHARS), (3, 16))
+    assert not torch.equal(model(idx)[0], model(idx)[0])  # training: dropout on
+    model.eval()
+    assert torch.equal(model(idx)[0], plain(idx)[0])
+
+
+def test_rng_states_keep_every_generator_the_run_draws_from(monkeypatch):
+    batches = torch.Generator().manual_seed(1)
+    saved = gpt.rng_states(torch.device("cpu"), batches)
+    drawn = torch.rand(3), torch.rand(3, generator=batches)
+    gpt.set_rng_states(saved, torch.device("cpu"), batches)
+    assert all(torch.equal(a, b) for a, b in zip(drawn, (torch.rand(3),
+                                                          torch.rand(3, generator=batches))))
+    cuda = {}  # on a machine without CUDA: the CUDA generator's state goes out and comes back
+    monkeypatch.setattr(torch.cuda, "get_rng_state", lambda device: torch.tensor([7, 8]))
+    monkeypatch.setattr(torch.cuda, "set_rng_state", lambda s, device: cuda.update(state=s))
+    states = gpt.rng_states(torch.device("cuda", 0), batches)
+    assert torch.equal(states["cuda"], torch.tensor([7, 8]))
+    gpt.set_rng_states(states, torch.device("cuda", 0), batches)
+    assert torch.equal(cuda["state"], torch.tensor([7, 8]))
+
+
+@pytest.mark.filterwarnings("ignore:CUDA is not available")
+@pytest.mark.parametrize("fused", [False, True])
+def test_bf16_autocast_branch(fused):
+    """CUDA trains under bf16 autocast; both paths run under it (here on the CPU's autocast) and
+    give the float32 loss to bf16's precision."""
+    ctx = gpt.autocast(torch.device("cuda"))
+    assert isinstance(ctx, torch.autocast) and ctx.fast_dtype == torch.bfloat16
+    assert ctx.device == "cuda" and not isinstance(gpt.autocast(torch.device("cpu")),
+                                                   torch.autocast)
+    model = tiny_model(dtype=torch.float32, fused=fused)
+    idx, targets = torch.randint(len(CHARS), (2, 2, 16))
+    _, loss = model(idx, targets)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        logits, loss_bf16 = model(idx, targets)
+    assert logits.dtype == torch.bfloat16
+    assert abs(loss_bf16.item() - loss.item()) < 0.05
+    loss_bf16.backward()
+    assert all(p.grad.dtype == torch.float32 for p in model.parameters())
+
+
+def test_cli_non_finite_loss_exits_1_and_keeps_the_last_checkpoint(tmp_path, tiny_file, capsys,
+                                                                   monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    forward = gpt.GPT.forward
+
+    def nan_after_step_10(self, idx, targets=None):
+        logits, loss = forward(self, idx, targets)
+        self.calls = getattr(self, "calls", 0) + torch.is_grad_enabled()
+        return logits, loss * float("nan") if self.calls > 10 else loss
+
+    monkeypatch.setattr(gpt.GPT, "forward", nan_after_step_10)
+    with pytest.raises(SystemExit) as exit_:
+        gpt.main(["--data", str(tiny_file), "--max-steps", "30", *map(str, TINY)])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert exit_.value.code == 1 and len(err) == 1 and "not finite at step 10" in err[0], err
+    assert torch.load("out/gpt.pt", weights_only=True)["step"] == 10
