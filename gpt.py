@@ -16,10 +16,9 @@ equal. GELU is F.gelu(approximate="tanh"), as GPT-2's. `GPT` keeps GPT-2's param
 OpenAI's weights in (transposed: GPT-2's Conv1D stores them the other way round).
 
 What changes from rnn.py: the model (attention over the last block_size tokens, with learned
-positions, instead of a recurrent state; no --n-hidden: the MLP is 4 * n_embd wide, as in GPT-2),
-the optimizer (AdamW, weight decay on matrices only, linear warmup then cosine decay), bf16
-autocast on CUDA, --compile, the sampler's cache (keys and values instead of the state), GPT-2's
-tokens and weights, and training on many processes.
+positions, instead of a recurrent state; the MLP is 4 * n_embd wide, as in GPT-2), AdamW with
+weight decay on matrices only, bf16 autocast on CUDA, --compile, the sampler's cache (keys and
+values instead of the state), GPT-2's tokens and weights, and training on many processes.
 
 Run `python gpt.py` to train on the Python standard library's source, then sample. Add
 `--data input.txt` to train on your own UTF-8 text, or `--sample-only --prompt "def "` to sample
@@ -213,8 +212,12 @@ class GPT(nn.Module):
         if not os.path.isdir(folder):
             require(name_or_dir in GPT2_NAMES, f"--init-from {name_or_dir}: no such folder, and"
                     f" not one of {', '.join(GPT2_NAMES)}")
-            folder = optional("huggingface_hub").snapshot_download(
-                f"openai-community/{name_or_dir}", allow_patterns=["config.json", "*.safetensors"])
+            hub, repo = optional("huggingface_hub"), f"openai-community/{name_or_dir}"
+            try:
+                folder = hub.snapshot_download(repo, allow_patterns=["*.json", "*.safetensors"])
+            except OSError as e:  # offline, or the hub unreachable
+                raise BadInput(f"--init-from {name_or_dir}: cannot fetch {repo} from the"
+                               f" Hugging Face hub ({type(e).__name__})") from None
         with open(os.path.join(folder, "config.json")) as f:
             hf = json.load(f)
         require(hf.get("model_type") == "gpt2" and hf.get("activation_function") == "gelu_new",
@@ -407,8 +410,7 @@ def train(model, optimizer, data, cfg, step=0, save=None, batches=None):
     the untrained model first; then every eval_interval steps and at the end: evaluate, log,
     save(step). Ctrl-C saves and raises KeyboardInterrupt; a non-finite loss raises
     FloatingPointError before it can reach the weights. Under torchrun, model is wrapped in
-    DistributedDataParallel and each process takes its share of the micro-batches; rank 0 logs.
-    Returns the last evaluated losses."""
+    DistributedDataParallel and each process takes its share of the micro-batches."""
     device = next(model.parameters()).device
     rank, world = (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
     accum = cfg.grad_accum // world  # micro-batches on this process each step

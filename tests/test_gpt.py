@@ -507,6 +507,20 @@ def test_from_pretrained_refuses_what_is_not_gpt2_by_name(tmp_path, monkeypatch)
     refused(tmp_path / "bad", says="h.0.mlp.c_fc.bias is (63,), the model's (64,)")
     (tmp_path / "bad" / "config.json").write_text('{"model_type": "llama"}')
     refused(tmp_path / "bad", says="not a GPT-2 (model_type llama)")
+    asked = []  # a hub name goes to huggingface_hub (here a stand-in: no download in a test)
+
+    def snapshot_download(repo, allow_patterns):
+        asked.append(repo)
+        if repo.endswith("-xl"):
+            raise FileNotFoundError("offline")
+        return str(tmp_path / "hf")
+
+    hub = type(sys)("huggingface_hub")
+    hub.snapshot_download = snapshot_download
+    monkeypatch.setitem(sys.modules, "huggingface_hub", hub)
+    assert gpt.GPT.from_pretrained("gpt2-medium").config["n_embd"] == 16
+    refused("gpt2-xl", says="cannot fetch openai-community/gpt2-xl from the Hugging Face hub")
+    assert asked == ["openai-community/gpt2-medium", "openai-community/gpt2-xl"]
     monkeypatch.setitem(sys.modules, "safetensors.torch", None)  # as if not installed
     refused(tmp_path / "hf", says="this needs safetensors: pip install safetensors")
     monkeypatch.setitem(sys.modules, "huggingface_hub", None)
