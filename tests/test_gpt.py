@@ -208,6 +208,9 @@ def test_optimizer_decays_matrices_only_and_schedule():
     cfg, data, model = tiny_setup(lr=1e-3, warmup_steps=10, max_steps=110)
     decay, rest = gpt.make_optimizer(model, cfg).param_groups
     assert decay["weight_decay"] == 0.1 and rest["weight_decay"] == 0.0
+    assert decay["betas"] == (0.9, 0.99) and not decay["fused"]  # fused: on a GPU only
+    cfg.beta2 = 0.95
+    assert gpt.make_optimizer(model, cfg).param_groups[0]["betas"] == (0.9, 0.95)
     assert all(p.dim() == 2 for p in decay["params"]) and all(p.dim() == 1 for p in rest["params"])
     assert len(decay["params"]) + len(rest["params"]) == len(list(model.parameters()))
     lrs = [gpt.get_lr(s, cfg) for s in range(111)]
@@ -325,11 +328,14 @@ def test_cli_refuses_bad_data(tmp_path, tiny_file, refused):
 def test_cli_refuses_impossible_settings(tiny_file, refused):
     for flag, value in [("--n-head", 0), ("--max-steps", 0), ("--block-size", -3), ("--lr", 0),
                         ("--dropout", -0.1), ("--weight-decay", -1), ("--warmup-steps", -1),
-                        ("--temperature", 0), ("--top-k", -1), ("--n-layer", 0)]:
+                        ("--temperature", 0), ("--top-k", -1), ("--n-layer", 0),
+                        ("--grad-accum", 0), ("--top-p", 0), ("--beta2", 0)]:
         refused(gpt, "--data", tiny_file, flag, value, says=[flag, "must be"])
     refused(gpt, "--n-embd", 10, "--n-head", 4,
             says=["--n-embd 10 must be divisible by --n-head 4"])
     refused(gpt, "--dropout", 1, says=["--dropout must be below 1"])
+    refused(gpt, "--beta2", 1, says=["--beta2 must be below 1"])
+    refused(gpt, "--top-p", 1.5, says=["--top-p must be at most 1, got 1.5"])
     refused(gpt, "--kernels", "flash", says=["--kernels must be fused or written"])
 
 
