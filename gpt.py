@@ -25,7 +25,8 @@ Run `python gpt.py` to train on the Python standard library's source, then sampl
 from the checkpoint that training saved in out/ (--help lists every flag). GPT-2:
 `--init-from gpt2 --sample-only --prompt "Hello"` samples from OpenAI's weights, `--init-from gpt2
 --data input.txt` fine-tunes them, and `torchrun --standalone --nproc_per_node N gpt.py ...`
-trains on N GPUs, each process its share of every batch of --batch-size x --grad-accum.
+trains on N GPUs, each process its share of every batch of --batch-size x --grad-accum. A corpus
+larger than memory: write_tokens("big.txt", "big.bin") once, then train on --data big.bin.
 
 Shapes: B batch, T time, C embedding (n_embd), nh heads, hs head size C/nh, S positions attended
 (cached + new), V vocabulary.

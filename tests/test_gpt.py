@@ -780,3 +780,11 @@ def test_cli_non_finite_loss_exits_1_and_keeps_the_last_checkpoint(tmp_path, tin
     err = capsys.readouterr().err.strip().splitlines()
     assert exit_.value.code == 1 and len(err) == 1 and "not finite at step 10" in err[0], err
     assert torch.load("out/gpt.pt", weights_only=True)["step"] == 10
+
+
+def test_cli_refuses_a_grad_accum_the_processes_cannot_share(tiny_file, refused, monkeypatch):
+    for name, value in [("is_initialized", True), ("get_rank", 0), ("get_world_size", 2),
+                        ("destroy_process_group", None)]:  # as under torchrun, 2 processes
+        monkeypatch.setattr(gpt.dist, name, lambda value=value: value)
+    refused(gpt, "--data", tiny_file, "--grad-accum", 3,
+            says=["--grad-accum 3 must be a multiple of the 2 processes"])
