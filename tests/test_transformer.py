@@ -4,6 +4,7 @@ The data, metrics, training loop and decoding are seq2seq.py's, verbatim (a test
 and tests/test_seq2seq.py tests them."""
 import inspect
 import math
+import os
 import random
 import re
 
@@ -346,8 +347,17 @@ def test_loss_falls_on_a_tiny_task(capsys):
     assert "step   100 | train loss" in capsys.readouterr().out
 
 
+@pytest.fixture
+def threads_as_asked():
+    """The default run's result moves with the float path: it runs with the OMP_NUM_THREADS the
+    suite was started with (1 if unset), as on the command line, not with the suite's one."""
+    torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
+    yield
+    torch.set_num_threads(1)
+
+
 @pytest.mark.slow
-def test_default_run_reaches_99_percent_on_dates(tmp_path, monkeypatch, capsys):
+def test_default_run_reaches_99_percent_on_dates(tmp_path, monkeypatch, capsys, threads_as_asked):
     monkeypatch.chdir(tmp_path)
     tr.main([])
     out = capsys.readouterr().out
