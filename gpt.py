@@ -11,14 +11,13 @@ initialised smaller). One block, x (B,T,C):
 `LayerNorm` is a twin of torch.nn.LayerNorm and `attention` of F.scaled_dot_product_attention
 (is_causal=True), written from tensor operations; with --kernels fused (the default, faster on
 CPUs too) the same modules call those torch kernels instead, and the tests prove both paths
-equal. GELU is F.gelu(approximate="tanh"), as GPT-2's. `GPT` keeps GPT-2's parameter names
-(transformer.wte, .wpe, .h.{i}.ln_1, .attn.c_attn, ..., lm_head), so GPT.from_pretrained maps
-OpenAI's weights in (transposed: GPT-2's Conv1D stores them the other way round).
+equal. `GPT` keeps GPT-2's parameter names (transformer.wte, .wpe, .h.{i}.ln_1, .attn.c_attn,
+..., lm_head), so GPT.from_pretrained maps OpenAI's weights in by name.
 
 What changes from rnn.py: the model (attention over the last block_size tokens, with learned
-positions, instead of a recurrent state; the MLP is 4 * n_embd wide, as in GPT-2), AdamW with
-weight decay on matrices only, bf16 autocast on CUDA, --compile, the sampler's cache (keys and
-values instead of the state), GPT-2's tokens and weights, and training on many processes.
+positions, instead of a recurrent state), AdamW with weight decay on matrices only, bf16
+autocast on CUDA, --compile, the sampler's cache (keys and values instead of the state),
+GPT-2's tokens and weights, and training on many processes.
 
 Run `python gpt.py` to train on the Python standard library's source, then sample. Add
 `--data input.txt` to train on your own UTF-8 text, or `--sample-only --prompt "def "` to sample
@@ -256,16 +255,14 @@ SKIP = ("site-packages", "test", "tests", "idle_test")  # folders left out of th
 
 def stdlib_source():
     """The default corpus, on every machine with Python: the standard library's .py files,
-    sorted by relative path, tests and site-packages left out, joined with newlines."""
-    root = sysconfig.get_paths()["stdlib"]
+    sorted by path, tests and site-packages left out, joined with newlines."""
     paths = []
-    for folder, subfolders, files in os.walk(root):
+    for folder, subfolders, files in os.walk(sysconfig.get_paths()["stdlib"]):
         subfolders[:] = [d for d in subfolders if d not in SKIP]
-        paths += [os.path.relpath(os.path.join(folder, f), root)
-                  for f in files if f.endswith(".py")]
+        paths += [os.path.join(folder, f) for f in files if f.endswith(".py")]
     texts = []
-    for path in sorted(paths, key=lambda p: p.split(os.sep)):
-        with open(os.path.join(root, path), encoding="utf-8", errors="replace") as f:
+    for path in sorted(paths, key=lambda p: p.split(os.sep)):  # folder by folder, not as strings
+        with open(path, encoding="utf-8", errors="replace") as f:
             texts.append(f.read())
     return "\n".join(texts)
 
@@ -406,19 +403,18 @@ def everyone(flag, device):
 
 def train(model, optimizer, data, cfg, step=0, save=None, batches=None):
     """Train from `step` to cfg.max_steps on data = {"train": ids, "val": ids}, each step on
-    batch_size x grad_accum windows drawn from the generator `batches`. A fresh run evaluates
-    the untrained model first; then every eval_interval steps and at the end: evaluate, log,
-    save(step). Ctrl-C saves and raises KeyboardInterrupt; a non-finite loss raises
-    FloatingPointError before it can reach the weights. Under torchrun, model is wrapped in
-    DistributedDataParallel and each process takes its share of the micro-batches."""
+    batch_size x grad_accum windows drawn from the generator `batches`. At step 0, every
+    eval_interval steps and at the end: evaluate, log, save(step). Ctrl-C saves and raises
+    KeyboardInterrupt; a non-finite loss raises FloatingPointError before it can reach the
+    weights. Under torchrun (model in DDP) each process takes its share of the micro-batches."""
     device = next(model.parameters()).device
     rank, world = (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
     accum = cfg.grad_accum // world  # micro-batches on this process each step
     save = save or (lambda step: None)
     unit = "chars" if cfg.tokens == "char" else "tokens"
-    start, losses = step, {}
+    start = step_log = step
     t0 = t_log = time.time()
-    step_log = step
+    losses = {}
 
     def report(step):  # evaluate, log, save
         nonlocal losses, t_log, step_log
@@ -481,10 +477,9 @@ def train(model, optimizer, data, cfg, step=0, save=None, batches=None):
 def sample(model, idx, max_new_tokens, temperature=1.0, top_k=0, top_p=1.0, use_cache=True):
     """Continue each row of idx (B,T) by max_new_tokens tokens, reading the last block_size.
     top_k, top_p: draw only among the k likeliest tokens, or the likeliest whose probabilities
-    add up to p (nucleus sampling, Holtzman et al. 2019, arXiv:1904.09751).
-    The keys and values read so far are cached, so each new token costs one position; once
-    the context is full, the window slides and every position in it changes, so (learned
-    positions) the cache is rebuilt from the cropped window: exactly what no cache gives."""
+    add up to p (nucleus sampling, Holtzman et al. 2019, arXiv:1904.09751). With the cache each
+    new token costs one position; once the context is full the window slides, every position in
+    it changes (learned positions), and the cache is rebuilt: exactly what no cache gives."""
     model.eval()
     logits, cache = model.advance(idx[:, -model.block_size:])
     for _ in range(max_new_tokens):
@@ -541,28 +536,22 @@ def arg(default, help, must_be=None):
 @dataclasses.dataclass
 class Config:
     # data
-    data: str = arg("", "UTF-8 text file to train on, or FILE.bin of GPT-2 tokens from"
-                    " write_tokens(); empty: the Python standard library's source")
+    data: str = arg("", "UTF-8 text, or FILE.bin of write_tokens(); empty: the stdlib's source")
     tokens: str = arg("char", "char: the text's characters; gpt2: GPT-2's BPE (with tiktoken)")
     # model
-    init_from: str = arg("", "start from GPT-2's weights: gpt2, gpt2-medium, gpt2-large,"
-                         " gpt2-xl or a folder with config.json and model.safetensors")
+    init_from: str = arg("", "start from GPT-2: gpt2, gpt2-medium, -large, -xl or an HF folder")
     block_size: int = arg(128, "tokens of context: how far attention reaches", "positive")
     n_embd: int = arg(128, "width of the residual stream", "positive")
     n_head: int = arg(4, "attention heads; each is n_embd / n_head wide", "positive")
     n_layer: int = arg(4, "Transformer blocks stacked", "positive")
-    dropout: float = arg(0.0, "dropout rate in training (0: off; helps on small texts)",
-                         "non-negative")
-    kernels: str = arg("fused", "fused: torch's kernels for attention and LayerNorm (faster);"
-                       " written: the written-out reference, same result")
+    dropout: float = arg(0.0, "dropout in training (0: off; helps on small texts)", "non-negative")
+    kernels: str = arg("fused", "fused: torch's kernels, faster; written: this file's, same result")
     # optimization
     batch_size: int = arg(16, "sequences per micro-batch", "positive")
-    grad_accum: int = arg(1, "micro-batches per step (shared out among torchrun's processes)",
-                          "positive")
+    grad_accum: int = arg(1, "micro-batches a step, shared among torchrun's processes", "positive")
     lr: float = arg(3e-3, "AdamW peak learning rate, decayed along a cosine to lr/10", "positive")
     weight_decay: float = arg(0.1, "AdamW weight decay, on matrices only", "non-negative")
-    beta2: float = arg(0.99, "AdamW's beta2: below the usual 0.999 for small char-level runs,"
-                       " 0.95 for GPT-2 (nanoGPT's)", "positive")
+    beta2: float = arg(0.99, "AdamW's beta2: below 0.999 for small runs; GPT-2: 0.95", "positive")
     warmup_steps: int = arg(100, "steps of linear warmup to lr", "non-negative")
     grad_clip: float = arg(1.0, "clip the gradient norm to this (0: off)", "non-negative")
     max_steps: int = arg(2500, "optimizer steps in all", "positive")
@@ -581,8 +570,7 @@ class Config:
     max_new_tokens: int = arg(500, "tokens per sample", "non-negative")
     temperature: float = arg(0.8, "below 1: safer, above 1: wilder", "positive")
     top_k: int = arg(0, "sample only among the k likeliest tokens (0: all)", "non-negative")
-    top_p: float = arg(1.0, "sample only among the likeliest tokens that add up to p (1: all)",
-                       "positive")
+    top_p: float = arg(1.0, "sample among the likeliest tokens that sum to p (1: all)", "positive")
 
     def __post_init__(self):  # refuse impossible values before any work is done
         for f in dataclasses.fields(self):
@@ -602,8 +590,7 @@ class Config:
 
 
 def pick_device(name):
-    """The device called `name`, refused unless this machine has it; if name is empty, the
-    best one available: cuda, then mps, then cpu."""
+    """The device `name`, refused unless this machine has it; empty: cuda, then mps, then cpu."""
     available = {"cuda": torch.cuda.is_available(), "mps": torch.backends.mps.is_available()}
     if not name:
         name = "cuda" if available["cuda"] else "mps" if available["mps"] else "cpu"
@@ -613,18 +600,6 @@ def pick_device(name):
         raise BadInput(f"unknown --device {name!r}") from None
     require(available.get(device.type, True), f"--device {name}: torch finds no {device.type}"
             " device on this machine")
-    return device
-
-
-def setup_distributed(device):
-    """Under torchrun (its environment has RANK): join the process group, nccl on CUDA and gloo
-    elsewhere, one GPU per local rank. Returns the device this process uses."""
-    if "RANK" not in os.environ:
-        return device
-    if device.type == "cuda":
-        device = torch.device("cuda", int(os.environ["LOCAL_RANK"]))
-        torch.cuda.set_device(device)
-    dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
     return device
 
 
@@ -651,8 +626,7 @@ def set_rng_states(states, device, batches):
 
 
 def adopt(cfg, fixed, source):
-    """Take the model shape and tokens in `fixed` into cfg; a flag that asks for others is
-    refused."""
+    """Take the model shape and tokens in `fixed` into cfg, refusing a flag that asks for others."""
     for name in MODEL_ARGS:
         given = getattr(cfg, name)
         asked = (name in cfg.flags_given if hasattr(cfg, "flags_given")
@@ -663,8 +637,7 @@ def adopt(cfg, fixed, source):
 
 
 def load_checkpoint(path, cfg):
-    """The checkpoint at `path`, checked to be this script's; its model shape and tokens go
-    into cfg, and a flag that asks for others is refused."""
+    """The checkpoint at `path`, checked to be this script's; its shape is adopt()ed into cfg."""
     require(os.path.exists(path), f"no checkpoint at {path}; train one first"
             " (or point --out-dir at it)")
     try:
@@ -718,7 +691,12 @@ def main(argv=None):
 
 def run(cfg):
     torch.manual_seed(cfg.seed)  # the same on every process: the same weights and draws
-    device = setup_distributed(pick_device(cfg.device))
+    device = pick_device(cfg.device)
+    if "RANK" in os.environ:  # under torchrun: one GPU per local rank; nccl on CUDA, else gloo
+        if device.type == "cuda":
+            device = torch.device("cuda", int(os.environ["LOCAL_RANK"]))
+            torch.cuda.set_device(device)
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
     rank, world = (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
     require(cfg.grad_accum % world == 0, f"--grad-accum {cfg.grad_accum} must be a multiple of"
             f" the {world} processes")
@@ -737,17 +715,16 @@ def run(cfg):
     if cfg.resume or cfg.sample_only and not cfg.init_from:
         ckpt = load_checkpoint(path, cfg)
     if cfg.sample_only:
-        chars = ckpt["vocab"] if ckpt else None
+        chars, data = (ckpt["vocab"] if ckpt else None), None
     elif cfg.data.endswith(".bin"):
-        chars, ids = None, read_tokens(cfg.data)
+        chars, data = None, split(read_tokens(cfg.data), cfg.block_size)
     else:
         text = load_text(cfg.data)
         chars = "".join(sorted(set(text))) if cfg.tokens == "char" else None  # None: GPT-2's
         require(not ckpt or ckpt["vocab"] == chars, "this text's vocabulary differs from the"
                 " checkpoint's; resume on the text it was trained on"
                 f" ({ckpt and ckpt['config']['data'] or 'the default'})")
-        ids = encode(text, chars)
-    data = None if cfg.sample_only else split(ids, cfg.block_size)
+        data = split(encode(text, chars), cfg.block_size)
     try:
         prompt = encode(cfg.prompt, chars)
     except BadInput as e:
@@ -776,10 +753,9 @@ def run(cfg):
         processes = f" x {world} processes" if world > 1 else ""
         print(f"{SCRIPT}.py: {n_params / 1e6:.2f}M parameters, vocabulary"
               f" {model.config['vocab_size']}, on {device}{processes}")
-    if not cfg.sample_only:
-        if rank == 0:
+        if not cfg.sample_only:
             print(f"data: {len(data['train']):,} train / {len(data['val']):,} val tokens")
-
+    if not cfg.sample_only:
         def save(step):  # the plain module's weights, never torch.compile's or DDP's wrapper's
             save_checkpoint(path, {"script": SCRIPT, "config": dataclasses.asdict(cfg),
                                    "vocab": chars, "step": step, "model": model.state_dict(),
