@@ -539,7 +539,8 @@ class Config:
     data: str = arg("", "UTF-8 text, or FILE.bin of write_tokens(); empty: the stdlib's source")
     tokens: str = arg("char", "char: the text's characters; gpt2: GPT-2's BPE (with tiktoken)")
     # model
-    init_from: str = arg("", "start from GPT-2: gpt2, gpt2-medium, -large, -xl or an HF folder")
+    init_from: str = arg("", "start from GPT-2's weights: gpt2, gpt2-medium, -large, -xl, or a"
+                         " folder with config.json and model.safetensors")
     block_size: int = arg(128, "tokens of context: how far attention reaches", "positive")
     n_embd: int = arg(128, "width of the residual stream", "positive")
     n_head: int = arg(4, "attention heads; each is n_embd / n_head wide", "positive")
