@@ -373,6 +373,8 @@ def load_checkpoint(path, cfg):
         raise BadInput(f"{path} is not a readable checkpoint ({type(e).__name__})") from None
     who = ckpt.get("script", "?") if isinstance(ckpt, dict) else "?"
     require(who == SCRIPT, f"{path} is a checkpoint of {who}.py, not of {SCRIPT}.py")
+    require(isinstance(ckpt.get("rng"), dict), f"{path} was written by an earlier {SCRIPT}.py"
+            " (its random state is one tensor); train anew")
     for name in MODEL_ARGS:
         given, saved = getattr(cfg, name), ckpt["config"][name]
         # a flag given on the command line must agree, even at its default value

@@ -71,6 +71,14 @@ def refused(tmp_path, monkeypatch, capsys):
     return check
 
 
+def rewrite_as_earlier_versions_did(path):
+    """Put the checkpoint at `path` back into the layout that earlier versions of the scripts
+    wrote: the random state as the CPU generator's one tensor."""
+    ckpt = torch.load(path, weights_only=True)
+    ckpt["rng"] = ckpt["rng"]["cpu"]
+    torch.save(ckpt, path)
+
+
 @pytest.fixture
 def tiny_file(tmp_path):
     path = tmp_path / "tiny.txt"
