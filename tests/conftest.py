@@ -71,12 +71,13 @@ def refused(tmp_path, monkeypatch, capsys):
     return check
 
 
-def rewrite_as_earlier_versions_did(path):
-    """Put the checkpoint at `path` back into the layout that earlier versions of the scripts
-    wrote: the random state as the CPU generator's one tensor."""
+def check_refuses_earlier_checkpoints(refused, module, path, *args):
+    """The checkpoint at `path`, put back into the layout earlier versions of the scripts wrote
+    (the random state as the CPU generator's one tensor), is refused in one line."""
     ckpt = torch.load(path, weights_only=True)
     ckpt["rng"] = ckpt["rng"]["cpu"]
     torch.save(ckpt, path)
+    refused(module, *args, says=["written by an earlier", "train anew"])
 
 
 @pytest.fixture

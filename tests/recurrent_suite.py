@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from conftest import (ROOT, TINY_TEXT, check_sampling, ctrl_c_at_call, poison_loss_at,
-                      rewrite_as_earlier_versions_did, run_script, unigram_entropy)
+                      check_refuses_earlier_checkpoints, run_script, unigram_entropy)
 
 Script = namedtuple("Script", "module layer builtin")  # e.g. (lstm, lstm.LSTM, nn.LSTM)
 
@@ -408,5 +408,5 @@ def test_cli_refuses_missing_or_foreign_checkpoints(script, tmp_path, tiny_file,
             says=[f"--n-hidden {m.Config.n_hidden} differs from the checkpoint's 32"])
     (tmp_path / "other.txt").write_text("something else entirely " * 50)
     refused(m, "--resume", "--data", "other.txt", *TINY, says=["vocabulary differs"])
-    rewrite_as_earlier_versions_did(tmp_path / "out" / f"{name}.pt")
-    refused(m, "--resume", "--data", tiny_file, *TINY, says=["written by an earlier", "train anew"])
+    check_refuses_earlier_checkpoints(refused, m, tmp_path / "out" / f"{name}.pt", "--resume",
+                                      "--data", tiny_file, *TINY)

@@ -17,8 +17,8 @@ import torch.nn.functional as F
 
 import gpt
 import rnn
-from conftest import (ROOT, SHARED_DATA, TINY_TEXT, check_sampling, poison_loss_at,
-                      rewrite_as_earlier_versions_did, run_script, unigram_entropy)
+from conftest import (ROOT, SHARED_DATA, TINY_TEXT, check_refuses_earlier_checkpoints,
+                      check_sampling, poison_loss_at, run_script, unigram_entropy)
 
 TINY = ["--block-size", 16, "--n-embd", 16, "--n-head", 2, "--n-layer", 2, "--batch-size", 8,
         "--warmup-steps", 5, "--eval-interval", 10, "--eval-steps", 2, "--max-new-tokens", 20,
@@ -374,8 +374,8 @@ def test_cli_refuses_missing_or_foreign_checkpoints(tmp_path, tiny_file, refused
             says=["--block-size 32 differs from the checkpoint's 16"])
     (tmp_path / "other.txt").write_text("something else entirely " * 50)
     refused(gpt, "--resume", "--data", "other.txt", *TINY, says=["vocabulary differs"])
-    rewrite_as_earlier_versions_did(tmp_path / "out" / "gpt.pt")
-    refused(gpt, "--resume", "--data", tiny_file, *TINY, says=["written by an earlier", "train anew"])
+    check_refuses_earlier_checkpoints(refused, gpt, tmp_path / "out" / "gpt.pt", "--resume",
+                                      "--data", tiny_file, *TINY)
 
 
 # ----------------------------------------------------------------------------- sampling rules

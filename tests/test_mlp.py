@@ -10,8 +10,8 @@ import torch.nn.functional as F
 
 import mlp
 import rnn
-from conftest import (TINY_TEXT, check_sampling, ctrl_c_at_call, rewrite_as_earlier_versions_did,
-                      run_script, unigram_entropy)
+from conftest import (TINY_TEXT, check_refuses_earlier_checkpoints, check_sampling,
+                      ctrl_c_at_call, run_script, unigram_entropy)
 
 TINY = ["--block-size", 8, "--n-embd", 8, "--n-hidden", 32, "--batch-size", 8,
         "--eval-interval", 10, "--eval-steps", 2, "--max-new-tokens", 20, "--num-samples", 1]
@@ -443,5 +443,5 @@ def test_cli_refuses_missing_foreign_or_other_shape_checkpoints(tmp_path, tiny_f
             says=["--n-hidden 512 differs from the checkpoint's 32"])
     (tmp_path / "other.txt").write_text("something else entirely " * 50)
     refused(mlp, "--resume", "--data", "other.txt", *TINY, says=["vocabulary differs"])
-    rewrite_as_earlier_versions_did(tmp_path / "out" / "mlp.pt")
-    refused(mlp, "--resume", "--data", tiny_file, *TINY, says=["written by an earlier", "train anew"])
+    check_refuses_earlier_checkpoints(refused, mlp, tmp_path / "out" / "mlp.pt", "--resume",
+                                      "--data", tiny_file, *TINY)
