@@ -1,7 +1,7 @@
 """Time mlp.py's training step with its hand-written backward pass against the same model with
 autograd's (loss.backward()), in the same run, and print the ratio.
 
-    flock /tmp/ladder/cpu.lock python benchmarks/bench_mlp.py
+    python benchmarks/bench_mlp.py
 
 Both variants start from the same weights and see the same batches; the steps are timed in
 interleaved rounds (hand, autograd, hand, ...) so that a change in machine load hits both, and

@@ -1,7 +1,7 @@
 """Train-step time of transformer.py's Transformer against torch.nn.Transformer with the same
 weights, in the same run, as a ratio (goal: <= 1.2 on CPU).
 
-    flock /tmp/ladder/cpu.lock python benchmarks/bench_transformer.py [--threads 1]
+    python benchmarks/bench_transformer.py [--threads 1]
 
 A step is what training does: forward with the masks a translation batch needs (padding on
 source and target, causal target), a loss, backward, an Adam step. The two models take turns,

@@ -12,8 +12,8 @@ words/s = in-vocabulary corpus words x epochs / training seconds (vocabulary bui
 for both). --words 100000000 (more than the sample holds) takes all of it: 9,225,568 words.
 
 gensim is not a requirement of the project: install it for this script only
-(`pip install gensim`). Run under the shared CPU lock:
-    flock /tmp/ladder/cpu.lock python benchmarks/bench_word2vec.py --words 100000000 --workers 2 1
+(`pip install gensim`). On a quiet machine:
+    python benchmarks/bench_word2vec.py --words 100000000 --workers 2 1
 """
 import argparse
 import gzip

@@ -3,8 +3,8 @@ tokens/s, beside peers trained in the same run, so speed is a ratio too: nanogpt
 reference's own model re-typed (NanoGPT below), and builtin, the same GPT assembled from torch's
 built-ins (nn.TransformerEncoderLayer(norm_first) + causal mask, nn.LayerNorm).
 
-    flock /tmp/ladder/cpu.lock python benchmarks/gpt_shakespeare.py --models gpt nanogpt
-    flock /tmp/ladder/cpu.lock python benchmarks/gpt_shakespeare.py --models gpt builtin
+    python benchmarks/gpt_shakespeare.py --models gpt nanogpt
+    python benchmarks/gpt_shakespeare.py --models gpt builtin
     python benchmarks/gpt_shakespeare.py --config gpu --compile               # on a CUDA GPU
 
 CPU config (nanoGPT's README, "shakespeare_char" on a MacBook): 4 layers, 4 heads, 128 wide,

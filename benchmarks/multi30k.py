@@ -10,7 +10,7 @@ learning-rate schedule ends when the budget does; a run that still overshoots by
 stopped as Ctrl-C would stop it, and evaluated as it is (train() then says "saved", but the
 benchmark keeps no checkpoint).
 
-    flock /tmp/ladder/cpu.lock python benchmarks/multi30k.py --max-time 600
+    python benchmarks/multi30k.py --max-time 600
     python benchmarks/multi30k.py --model transformer --set n_layer=3 ...   # transformer.py
     python benchmarks/multi30k.py --max-time 0 --max-steps 5000 --set device=cuda  # no budget
 """
