@@ -638,7 +638,7 @@ def adopt(cfg, fixed, source):
 
 
 def load_checkpoint(path, cfg):
-    """The checkpoint at `path`, checked to be this script's; its shape is adopt()ed into cfg."""
+    """The checkpoint at `path`, checked to be this script's; its shape and tokens go into cfg."""
     require(os.path.exists(path), f"no checkpoint at {path}; train one first"
             " (or point --out-dir at it)")
     try:
