@@ -750,7 +750,8 @@ def run(cfg):
         model.load_state_dict(ckpt["model"])
         optimizer.load_state_dict(ckpt["optimizer"])
         step = ckpt["step"]
-        set_rng_states(ckpt["rng"], device, batches)
+        if not cfg.sample_only:  # --resume goes on with the same draws; sampling draws by --seed
+            set_rng_states(ckpt["rng"], device, batches)
     n_params = sum(p.numel() for p in model.parameters())
     if rank == 0:
         processes = f" x {world} processes" if world > 1 else ""

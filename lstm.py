@@ -449,7 +449,8 @@ def run(cfg):
         model.load_state_dict(ckpt["model"])
         optimizer.load_state_dict(ckpt["optimizer"])
         step = ckpt["step"]
-        set_rng_state(ckpt["rng"])
+        if not cfg.sample_only:  # --resume goes on with the same draws; sampling draws by --seed
+            set_rng_state(ckpt["rng"])
     n_params = sum(p.numel() for p in model.parameters())
     print(f"{SCRIPT}.py: {n_params / 1e6:.2f}M parameters, vocabulary {len(chars)}, on {device}")
     if not cfg.sample_only:

@@ -18,7 +18,8 @@ import torch.nn.functional as F
 import gpt
 import rnn
 from conftest import (ROOT, SHARED_DATA, TINY_TEXT, check_refuses_earlier_checkpoints,
-                      check_sampling, poison_loss_at, run_script, unigram_entropy)
+                      check_sample_only_draws_by_seed, check_sampling, poison_loss_at,
+                      run_script, unigram_entropy)
 
 TINY = ["--block-size", 16, "--n-embd", 16, "--n-head", 2, "--n-layer", 2, "--batch-size", 8,
         "--warmup-steps", 5, "--eval-interval", 10, "--eval-steps", 2, "--max-new-tokens", 20,
@@ -707,7 +708,8 @@ def test_torchrun_resumes_one_process_checkpoints_and_the_other_way_round(tmp_pa
 
 # ----------------------------------------------------------------------------- promises kept
 
-def test_sample_only_samples_the_checkpoints_weights(tmp_path, tiny_file, capsys, monkeypatch):
+def test_sample_only_samples_the_checkpoints_weights_by_seed(tmp_path, tiny_file, capsys,
+                                                              monkeypatch):
     monkeypatch.chdir(tmp_path)
     gpt.main(["--data", str(tiny_file), "--max-steps", "30", "--num-samples", "0",
               *map(str, TINY)])
@@ -715,11 +717,13 @@ def test_sample_only_samples_the_checkpoints_weights(tmp_path, tiny_file, capsys
     gpt.main(["--sample-only", "--prompt", "def", "--max-new-tokens", "30"])
     out = capsys.readouterr().out
     ckpt = torch.load("out/gpt.pt", weights_only=True)
+    torch.manual_seed(gpt.Config.seed)  # the default --seed; run() draws the initial weights first
     model = gpt.GPT(len(CHARS), 16, 16, 2, 2)
     model.load_state_dict(ckpt["model"])
-    torch.set_rng_state(ckpt["rng"]["cpu"])  # where sampling goes on from
     idx = gpt.sample(model, gpt.encode("def", CHARS)[None], 30, temperature=0.8)
     assert out.split("-" * 80 + "\n")[1] == gpt.decode(idx[0].tolist(), CHARS) + "\n"
+    check_sample_only_draws_by_seed(gpt, capsys, "--max-new-tokens", 40, "--num-samples", 1,
+                                    "--temperature", 1.0)
 
 
 def test_eval_turns_dropout_off():

@@ -10,8 +10,9 @@ import torch.nn.functional as F
 
 import mlp
 import rnn
-from conftest import (TINY_TEXT, check_refuses_earlier_checkpoints, check_sampling,
-                      ctrl_c_at_call, run_script, unigram_entropy)
+from conftest import (TINY_TEXT, check_refuses_earlier_checkpoints,
+                      check_sample_only_draws_by_seed, check_sampling, ctrl_c_at_call,
+                      run_script, unigram_entropy)
 
 TINY = ["--block-size", 8, "--n-embd", 8, "--n-hidden", 32, "--batch-size", 8,
         "--eval-interval", 10, "--eval-steps", 2, "--max-new-tokens", 20, "--num-samples", 1]
@@ -287,6 +288,13 @@ def test_sample_only_samples_from_the_checkpoint_weights(tmp_path, tiny_file, mo
         mlp.main(["--sample-only", "--prompt", "de", "--max-new-tokens", "12", "--num-samples",
                   "1"])
         assert capsys.readouterr().out.split("-" * 80 + "\n")[1] == "de" + char * 12 + "\n"
+
+
+def test_sample_only_draws_by_seed(tmp_path, tiny_file, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    mlp.main(["--data", str(tiny_file), "--max-steps", "10", *map(str, TINY)])
+    check_sample_only_draws_by_seed(mlp, capsys, "--max-new-tokens", 40, "--num-samples", 1,
+                                    "--temperature", 1.0)
 
 
 @pytest.mark.parametrize("call, cut", [(16, 10), (20, 12)])
