@@ -429,6 +429,8 @@ def run(cfg):
     path = os.path.join(cfg.out_dir, f"{SCRIPT}.pt")
     ckpt = load_checkpoint(path, cfg) if cfg.resume or cfg.sample_only else None
     if cfg.sample_only:
+        require(not cfg.data or cfg.data == ckpt["config"]["data"], f"--data {cfg.data} is not"
+                f" the text {path} was trained on; --sample-only needs no --data")
         chars = ckpt["vocab"]
     else:
         text = load_text(cfg.data)

@@ -417,5 +417,8 @@ def test_cli_refuses_missing_or_foreign_checkpoints(script, tmp_path, tiny_file,
             says=[f"--n-hidden {m.Config.n_hidden} differs from the checkpoint's 32"])
     (tmp_path / "other.txt").write_text("something else entirely " * 50)
     refused(m, "--resume", "--data", "other.txt", *TINY, says=["vocabulary differs"])
+    refused(m, "--sample-only", "--data", "other.txt",
+            says=["--data other.txt is not the text", "--sample-only needs no --data"])
+    m.main(["--sample-only", "--data", str(tiny_file), "--num-samples", "0"])  # its own: taken
     check_refuses_earlier_checkpoints(refused, m, tmp_path / "out" / f"{name}.pt", "--resume",
                                       "--data", tiny_file, *TINY)

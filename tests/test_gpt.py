@@ -375,6 +375,9 @@ def test_cli_refuses_missing_or_foreign_checkpoints(tmp_path, tiny_file, refused
             says=["--block-size 32 differs from the checkpoint's 16"])
     (tmp_path / "other.txt").write_text("something else entirely " * 50)
     refused(gpt, "--resume", "--data", "other.txt", *TINY, says=["vocabulary differs"])
+    refused(gpt, "--sample-only", "--data", "other.txt",
+            says=["--data other.txt is not the text", "--sample-only needs no --data"])
+    gpt.main(["--sample-only", "--data", str(tiny_file), "--num-samples", "0"])  # its own: taken
     check_refuses_earlier_checkpoints(refused, gpt, tmp_path / "out" / "gpt.pt", "--resume",
                                       "--data", tiny_file, *TINY)
 
@@ -582,6 +585,8 @@ def test_init_from_a_folder_samples_and_fine_tunes_with_a_cropped_context(tmp_pa
     greedy = hf.generate(prompt, attention_mask=torch.ones_like(prompt), max_new_tokens=5,
                          do_sample=False, pad_token_id=0)
     assert gpt.decode(greedy[0].tolist()) in out  # the loaded weights, sampled
+    refused(gpt, "--init-from", "hf", "--sample-only", "--data", tiny_file,
+            says=["is not the text hf was trained on", "--sample-only needs no --data"])
     gpt.main(["--init-from", "hf", "--data", str(tiny_file), "--block-size", "16",
               "--max-steps", "3", "--eval-interval", "3", "--eval-steps", "1", "--num-samples",
               "0"])

@@ -451,5 +451,8 @@ def test_cli_refuses_missing_foreign_or_other_shape_checkpoints(tmp_path, tiny_f
             says=["--n-hidden 512 differs from the checkpoint's 32"])
     (tmp_path / "other.txt").write_text("something else entirely " * 50)
     refused(mlp, "--resume", "--data", "other.txt", *TINY, says=["vocabulary differs"])
+    refused(mlp, "--sample-only", "--data", "other.txt",
+            says=["--data other.txt is not the text", "--sample-only needs no --data"])
+    mlp.main(["--sample-only", "--data", str(tiny_file), "--num-samples", "0"])  # its own: taken
     check_refuses_earlier_checkpoints(refused, mlp, tmp_path / "out" / "mlp.pt", "--resume",
                                       "--data", tiny_file, *TINY)
