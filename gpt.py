@@ -718,6 +718,9 @@ def run(cfg):
     if cfg.resume or cfg.sample_only and not cfg.init_from:
         ckpt = load_checkpoint(path, cfg)
     if cfg.sample_only:
+        require(not cfg.data or ckpt and cfg.data == ckpt["config"]["data"], f"--data {cfg.data}"
+                f" is not the text {cfg.init_from or path} was trained on; --sample-only needs no"
+                " --data")
         chars, data = (ckpt["vocab"] if ckpt else None), None
     elif cfg.data.endswith(".bin"):
         chars, data = None, split(read_tokens(cfg.data), cfg.block_size)
@@ -750,7 +753,8 @@ def run(cfg):
         model.load_state_dict(ckpt["model"])
         optimizer.load_state_dict(ckpt["optimizer"])
         step = ckpt["step"]
-        set_rng_states(ckpt["rng"], device, batches)
+        if not cfg.sample_only:  # --resume goes on with the same draws; sampling draws by --seed
+            set_rng_states(ckpt["rng"], device, batches)
     n_params = sum(p.numel() for p in model.parameters())
     if rank == 0:
         processes = f" x {world} processes" if world > 1 else ""

@@ -446,6 +446,8 @@ def run(cfg):
     path = os.path.join(cfg.out_dir, f"{SCRIPT}.pt")
     ckpt = load_checkpoint(path, cfg) if cfg.resume or cfg.sample_only else None
     if cfg.sample_only:
+        require(not cfg.data or cfg.data == ckpt["config"]["data"], f"--data {cfg.data} is not"
+                f" the text {path} was trained on; --sample-only needs no --data")
         chars = ckpt["vocab"]
     else:
         text = load_text(cfg.data)
@@ -469,7 +471,8 @@ def run(cfg):
         model.load_state_dict(ckpt["model"])
         optimizer.load_state_dict(ckpt["optimizer"])
         step = ckpt["step"]
-        set_rng_states(ckpt["rng"], device)
+        if not cfg.sample_only:  # --resume goes on with the same draws; sampling draws by --seed
+            set_rng_states(ckpt["rng"], device)
     n_params = sum(p.numel() for p in model.parameters())
     print(f"{SCRIPT}.py: {n_params / 1e6:.2f}M parameters, vocabulary {len(chars)}, on {device}")
     if not cfg.sample_only:

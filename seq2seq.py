@@ -579,8 +579,8 @@ def set_rng_states(states, device):
 
 
 def load_checkpoint(path, cfg):
-    """The checkpoint at `path`, checked to be this script's; its model shape goes into cfg,
-    and a flag that asks for another shape is refused."""
+    """The checkpoint at `path`, checked to be this script's; its model shape and min_freq (its
+    vocabulary) go into cfg, and a flag that asks for others is refused."""
     require(os.path.exists(path), f"no checkpoint at {path}; train one first (or point"
                                   " --out-dir at it)")
     try:
@@ -591,7 +591,7 @@ def load_checkpoint(path, cfg):
     require(who == SCRIPT, f"{path} is a checkpoint of {who}.py, not of {SCRIPT}.py")
     require(isinstance(ckpt.get("rng"), dict), f"{path} was written by an earlier {SCRIPT}.py"
             " (its random state is one tensor); train anew")
-    for name in MODEL_ARGS:
+    for name in MODEL_ARGS + ("min_freq",):
         given, saved = getattr(cfg, name), ckpt["config"][name]
         asked = (name in cfg.flags_given if hasattr(cfg, "flags_given")
                  else given != getattr(Config, name))
@@ -643,6 +643,8 @@ def run(cfg):
     device = pick_device(cfg.device)
     path = os.path.join(cfg.out_dir, f"{SCRIPT}.pt")
     ckpt = load_checkpoint(path, cfg) if cfg.resume or cfg.sample_only else None
+    if cfg.sample_only and not cfg.data:  # translate pairs of the data it was trained on
+        cfg.data = ckpt["config"]["data"]
     pairs = None if cfg.sample_only and cfg.prompt else load_pairs(cfg.data, cfg.tokens)
     if cfg.sample_only:
         vocab = ckpt["vocab"]

@@ -524,10 +524,9 @@ class Config:
             self.lr = 0.05 if self.cbow else 0.025  # word2vec.c's -alpha defaults
 
 
-MODEL_ARGS = ("dim",)  # what a checkpoint fixes
+MODEL_ARGS = ("dim", "min_count")  # what a checkpoint fixes: its vectors' size, its vocabulary
 # ... and, on --resume, what its training was run with, so that the run goes on as it began
-TRAIN_ARGS = ("min_count", "sample", "window", "negative", "cbow", "epochs", "batch_size", "lr",
-              "seed")
+TRAIN_ARGS = ("sample", "window", "negative", "cbow", "epochs", "batch_size", "lr", "seed")
 
 
 def pick_device(name):
@@ -608,6 +607,8 @@ def run(cfg):
     path = os.path.join(cfg.out_dir, f"{SCRIPT}.pt")
     ckpt = load_checkpoint(path, cfg) if cfg.resume or cfg.sample_only else None
     if cfg.sample_only:
+        require(not cfg.data or cfg.data == ckpt["config"]["data"], f"--data {cfg.data} is not"
+                f" the text {path} was trained on; --sample-only needs no --data")
         itos, counts = ckpt["vocab"], ckpt["counts"]
     else:
         sentences = tokenize(load_text(cfg.data), letters_only=not cfg.data)

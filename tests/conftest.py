@@ -145,3 +145,15 @@ def check_padding_invariance(module, model, examples):
         alone, _ = model(*module.collate([example], "cpu"))
         torch.testing.assert_close(alone[0], logits[i, :alone.shape[1]], rtol=0, atol=1e-10)
     return logits, loss, targets
+
+
+def check_sample_only_draws_by_seed(module, capsys, *args):
+    """module.main(--sample-only args), run where its checkpoint is, prints the same samples
+    under the same --seed and others under another one (not the checkpoint's random state)."""
+    def samples(seed):
+        capsys.readouterr()
+        module.main(["--sample-only", "--seed", str(seed), *map(str, args)])
+        return capsys.readouterr().out.split("-" * 80 + "\n")[1:]
+
+    first = samples(1)
+    assert first and samples(1) == first and samples(2) != first

@@ -13,7 +13,8 @@ import pytest
 import torch
 
 from conftest import (ROOT, TINY_TEXT, check_sampling, ctrl_c_at_call, poison_loss_at,
-                      check_refuses_earlier_checkpoints, run_script, unigram_entropy)
+                      check_refuses_earlier_checkpoints, check_sample_only_draws_by_seed,
+                      run_script, unigram_entropy)
 
 Script = namedtuple("Script", "module layer builtin")  # e.g. (lstm, lstm.LSTM, nn.LSTM)
 
@@ -235,10 +236,11 @@ def test_cli_sample_only_samples_from_the_checkpoints_weights(script, tmp_path, 
     capsys.readouterr()
     m.main(args)
     printed = capsys.readouterr().out.split("-" * 80 + "\n")[1]
-    # what the checkpoint's model samples, from the generator state the checkpoint kept
+    # what the checkpoint's model samples under the default --seed, drawn after the model's
+    # initialisation, as in run()
+    torch.manual_seed(m.Config.seed)
     model = m.LanguageModel(len(ckpt["vocab"]), 8, 32, 1)
     model.load_state_dict(ckpt["model"])
-    torch.set_rng_state(ckpt["rng"]["cpu"])
     out = m.sample(model, m.encode("def ", ckpt["vocab"])[None], 40, m.Config.temperature)
     assert printed == m.decode(out[0].tolist(), ckpt["vocab"]) + "\n"
     # the same checkpoint with other weights samples something else
@@ -246,6 +248,13 @@ def test_cli_sample_only_samples_from_the_checkpoints_weights(script, tmp_path, 
     torch.save(ckpt, path)
     m.main(args)
     assert capsys.readouterr().out.split("-" * 80 + "\n")[1] != printed
+
+
+def test_cli_sample_only_draws_by_seed(script, tmp_path, tiny_file, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    script.module.main(["--data", str(tiny_file), "--max-steps", "10", *map(str, TINY)])
+    check_sample_only_draws_by_seed(script.module, capsys, "--max-new-tokens", 40,
+                                    "--num-samples", 1, "--temperature", 1.0)
 
 
 def test_cli_ctrl_c_saves_and_resume_reaches_the_same_weights(script, tmp_path, tiny_file,
@@ -408,5 +417,8 @@ def test_cli_refuses_missing_or_foreign_checkpoints(script, tmp_path, tiny_file,
             says=[f"--n-hidden {m.Config.n_hidden} differs from the checkpoint's 32"])
     (tmp_path / "other.txt").write_text("something else entirely " * 50)
     refused(m, "--resume", "--data", "other.txt", *TINY, says=["vocabulary differs"])
+    refused(m, "--sample-only", "--data", "other.txt",
+            says=["--data other.txt is not the text", "--sample-only needs no --data"])
+    m.main(["--sample-only", "--data", str(tiny_file), "--num-samples", "0"])  # its own: taken
     check_refuses_earlier_checkpoints(refused, m, tmp_path / "out" / f"{name}.pt", "--resume",
                                       "--data", tiny_file, *TINY)

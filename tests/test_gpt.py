@@ -18,7 +18,8 @@ import torch.nn.functional as F
 import gpt
 import rnn
 from conftest import (ROOT, SHARED_DATA, TINY_TEXT, check_refuses_earlier_checkpoints,
-                      check_sampling, poison_loss_at, run_script, unigram_entropy)
+                      check_sample_only_draws_by_seed, check_sampling, poison_loss_at,
+                      run_script, unigram_entropy)
 
 TINY = ["--block-size", 16, "--n-embd", 16, "--n-head", 2, "--n-layer", 2, "--batch-size", 8,
         "--warmup-steps", 5, "--eval-interval", 10, "--eval-steps", 2, "--max-new-tokens", 20,
@@ -374,6 +375,9 @@ def test_cli_refuses_missing_or_foreign_checkpoints(tmp_path, tiny_file, refused
             says=["--block-size 32 differs from the checkpoint's 16"])
     (tmp_path / "other.txt").write_text("something else entirely " * 50)
     refused(gpt, "--resume", "--data", "other.txt", *TINY, says=["vocabulary differs"])
+    refused(gpt, "--sample-only", "--data", "other.txt",
+            says=["--data other.txt is not the text", "--sample-only needs no --data"])
+    gpt.main(["--sample-only", "--data", str(tiny_file), "--num-samples", "0"])  # its own: taken
     check_refuses_earlier_checkpoints(refused, gpt, tmp_path / "out" / "gpt.pt", "--resume",
                                       "--data", tiny_file, *TINY)
 
@@ -581,6 +585,8 @@ def test_init_from_a_folder_samples_and_fine_tunes_with_a_cropped_context(tmp_pa
     greedy = hf.generate(prompt, attention_mask=torch.ones_like(prompt), max_new_tokens=5,
                          do_sample=False, pad_token_id=0)
     assert gpt.decode(greedy[0].tolist()) in out  # the loaded weights, sampled
+    refused(gpt, "--init-from", "hf", "--sample-only", "--data", tiny_file,
+            says=["is not the text hf was trained on", "--sample-only needs no --data"])
     gpt.main(["--init-from", "hf", "--data", str(tiny_file), "--block-size", "16",
               "--max-steps", "3", "--eval-interval", "3", "--eval-steps", "1", "--num-samples",
               "0"])
@@ -707,7 +713,8 @@ def test_torchrun_resumes_one_process_checkpoints_and_the_other_way_round(tmp_pa
 
 # ----------------------------------------------------------------------------- promises kept
 
-def test_sample_only_samples_the_checkpoints_weights(tmp_path, tiny_file, capsys, monkeypatch):
+def test_sample_only_samples_the_checkpoints_weights_by_seed(tmp_path, tiny_file, capsys,
+                                                              monkeypatch):
     monkeypatch.chdir(tmp_path)
     gpt.main(["--data", str(tiny_file), "--max-steps", "30", "--num-samples", "0",
               *map(str, TINY)])
@@ -715,11 +722,13 @@ def test_sample_only_samples_the_checkpoints_weights(tmp_path, tiny_file, capsys
     gpt.main(["--sample-only", "--prompt", "def", "--max-new-tokens", "30"])
     out = capsys.readouterr().out
     ckpt = torch.load("out/gpt.pt", weights_only=True)
+    torch.manual_seed(gpt.Config.seed)  # the default --seed; run() draws the initial weights first
     model = gpt.GPT(len(CHARS), 16, 16, 2, 2)
     model.load_state_dict(ckpt["model"])
-    torch.set_rng_state(ckpt["rng"]["cpu"])  # where sampling goes on from
     idx = gpt.sample(model, gpt.encode("def", CHARS)[None], 30, temperature=0.8)
     assert out.split("-" * 80 + "\n")[1] == gpt.decode(idx[0].tolist(), CHARS) + "\n"
+    check_sample_only_draws_by_seed(gpt, capsys, "--max-new-tokens", 40, "--num-samples", 1,
+                                    "--temperature", 1.0)
 
 
 def test_eval_turns_dropout_off():

@@ -10,8 +10,9 @@ import torch.nn.functional as F
 
 import mlp
 import rnn
-from conftest import (TINY_TEXT, check_refuses_earlier_checkpoints, check_sampling,
-                      ctrl_c_at_call, run_script, unigram_entropy)
+from conftest import (TINY_TEXT, check_refuses_earlier_checkpoints,
+                      check_sample_only_draws_by_seed, check_sampling, ctrl_c_at_call,
+                      run_script, unigram_entropy)
 
 TINY = ["--block-size", 8, "--n-embd", 8, "--n-hidden", 32, "--batch-size", 8,
         "--eval-interval", 10, "--eval-steps", 2, "--max-new-tokens", 20, "--num-samples", 1]
@@ -289,6 +290,13 @@ def test_sample_only_samples_from_the_checkpoint_weights(tmp_path, tiny_file, mo
         assert capsys.readouterr().out.split("-" * 80 + "\n")[1] == "de" + char * 12 + "\n"
 
 
+def test_sample_only_draws_by_seed(tmp_path, tiny_file, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    mlp.main(["--data", str(tiny_file), "--max-steps", "10", *map(str, TINY)])
+    check_sample_only_draws_by_seed(mlp, capsys, "--max-new-tokens", 40, "--num-samples", 1,
+                                    "--temperature", 1.0)
+
+
 @pytest.mark.parametrize("call, cut", [(16, 10), (20, 12)])
 def test_ctrl_c_saves_and_resume_reaches_the_same_weights(tmp_path, tiny_file, monkeypatch,
                                                           capsys, call, cut):
@@ -443,5 +451,8 @@ def test_cli_refuses_missing_foreign_or_other_shape_checkpoints(tmp_path, tiny_f
             says=["--n-hidden 512 differs from the checkpoint's 32"])
     (tmp_path / "other.txt").write_text("something else entirely " * 50)
     refused(mlp, "--resume", "--data", "other.txt", *TINY, says=["vocabulary differs"])
+    refused(mlp, "--sample-only", "--data", "other.txt",
+            says=["--data other.txt is not the text", "--sample-only needs no --data"])
+    mlp.main(["--sample-only", "--data", str(tiny_file), "--num-samples", "0"])  # its own: taken
     check_refuses_earlier_checkpoints(refused, mlp, tmp_path / "out" / "mlp.pt", "--resume",
                                       "--data", tiny_file, *TINY)

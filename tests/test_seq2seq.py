@@ -394,6 +394,30 @@ def test_sample_only_translates_with_the_checkpoints_weights(tmp_path, tsv, monk
     assert f"a b c d  ->  {trained}\n" in capsys.readouterr().out
 
 
+@pytest.mark.parametrize("script", ["seq2seq", "transformer"])  # the same run(), verbatim
+def test_the_checkpoint_fixes_min_freq_and_sample_only_translates_its_data(script, tmp_path,
+                                                                           tsv, capsys, refused):
+    m = __import__(script)
+    rare = "".join(f"{' '.join(s)}\t{' '.join(t)} q{i}\n" for i, (s, t) in enumerate(PAIRS))
+    (tmp_path / "rare.tsv").write_text(rare)  # every q<i> seen once: <unk> at --min-freq 2
+    args = ["--data", "rare.tsv", "--tokens", "word", *map(str, TINY)]
+    m.main([*args, "--min-freq", "2", "--max-steps", "2"])
+    m.main([*args, "--max-steps", "4", "--resume"])  # its --min-freq, not the default
+    refused(m, *args, "--resume", "--min-freq", 1, says=["--min-freq 1 differs from the"
+                                                         " checkpoint's 2"])
+    refused(m, "--sample-only", "--min-freq", 1, says=["--min-freq 1 differs"])
+
+    def sources_translated(*flags):
+        capsys.readouterr()
+        m.main(["--sample-only", *flags])
+        return {line.split("  ->  ")[0] for line in capsys.readouterr().out.splitlines()
+                if "  ->  " in line}
+
+    for path, flags in [("rare.tsv", []), (tsv, ["--data", str(tsv)])]:  # its data, or --data
+        val = {" ".join(s) for s, _ in m.load_pairs(str(path), "word")["val"]}
+        assert len(sources_translated(*flags) & val) == 4  # --num-samples 4, the default
+
+
 def test_cli_resume_reaches_the_same_weights_and_ctrl_c_saves(tmp_path, tsv, monkeypatch,
                                                               capsys):
     monkeypatch.chdir(tmp_path)  # dropout on: its masks come from the generator saved too

@@ -429,6 +429,11 @@ def test_cli_refuses_bad_eval_files_and_foreign_checkpoints(tmp_path, planted_fi
     refused(w2v, "--sample-only", "--dim", 16, says=["--dim 16 differs from the checkpoint's 8"])
     refused(w2v, "--sample-only", "--dim", 100,  # asked for, though it is the default
             says=["--dim 100 differs from the checkpoint's 8"])
+    refused(w2v, "--sample-only", "--min-count", 5,  # the vocabulary is the checkpoint's
+            says=["--min-count 5 differs from the checkpoint's 1"])
+    refused(w2v, "--sample-only", "--data", "other.txt",
+            says=["--data other.txt is not the text", "--sample-only needs no --data"])
+    w2v.main(["--sample-only", "--data", str(planted_file), "--prompt", "he"])  # its own: taken
     refused(w2v, "--sample-only", "--prompt", "he", "--analogies", "none.txt",
             says=["cannot read --analogies none.txt"])
     (tmp_path / "q.txt").write_text(": family\nhe she e0m\n")
