@@ -3,14 +3,14 @@ You Need", arXiv:1706.03762, Table 1. Per layer, on n positions of width d, self
 O(n^2 d) in O(1) sequential steps, recurrence O(n d^2) in O(n) steps; generating, a key/value
 cache makes each new token O(n), where a recurrent state makes it O(1).
 
-    python experiments/cost.py               # figures/cost.png and cost.json (minutes)
+    python experiments/cost.py               # figures/cost.png and cost.json (~10 minutes)
     python experiments/cost.py --quick       # the same code at toy sizes, into out/figures/
     python experiments/cost.py --plot-only   # redraw cost.png from cost.json
 
 Measured with the project's own layers and torch's, one layer each at the same width d and
-batch B, against the sequence length n (the models take turns at every repeat, so that a change
-in the machine's load hits them all; each number is the median of the repeats after one untimed
-call):
+batch B, against the sequence length n. Timing: one untimed call of each model at each size,
+then rounds in which every model at every size runs once in turn, so that a change in the
+machine's load hits them all; the figure draws the median, the JSON keeps every round.
 1. seconds per training step: forward on x (B,n,d), loss mean(y^2), backward to the weights and
    to x. The layers: rnn.RNN, lstm.LSTM, gru.GRU (hidden d) and torch's nn.RNN, nn.LSTM, nn.GRU;
    gpt.py's CausalSelfAttention (d/64 heads; its projections included), fused (torch's
@@ -99,9 +99,10 @@ def saved_bytes(forward, parameters=()):
     return sum(s.nbytes() for s in storages.values())
 
 
-def median_times(steps, repeats, what):
-    """{key: median seconds of steps[key]()}: one untimed call each, then `repeats` rounds in
-    which every step runs once, in turn, so that a change in the machine's load hits them all."""
+def timings(steps, repeats, what):
+    """{key: [seconds of steps[key]() at each repeat]}: one untimed call each, then `repeats`
+    rounds in which every step runs once, in turn, so that a change in the machine's load hits
+    them all."""
     times = {key: [] for key in steps}
     for step in steps.values():
         step()
@@ -112,7 +113,7 @@ def median_times(steps, repeats, what):
             step()
             times[key].append(time.perf_counter() - t0)
         print(f"{what}: round {r + 1}/{repeats}, {time.perf_counter() - start:.1f} s", flush=True)
-    return {key: statistics.median(t) for key, t in times.items()}
+    return times
 
 
 def token_steps(models, S, vocab):
@@ -143,8 +144,8 @@ def measure(args):
             layer = make_layer(name, d)
             memory[name].append(saved_bytes(lambda: layer(x), list(layer.parameters())))
             steps[n, name] = train_step(layer, x)
-    times = median_times(steps, size["repeats"], "training steps")
-    step_s = {name: [times[n, name] for n in lengths] for name in LAYERS}
+    times = timings(steps, size["repeats"], "training steps")
+    step_s = {name: [times[n, name] for n in lengths] for name in LAYERS}  # every repeat
 
     contexts, V = size["contexts"], size["vocab"]
     torch.manual_seed(0)
@@ -156,11 +157,13 @@ def measure(args):
             model.eval()
         steps = {(S, name): step for S in contexts
                  for name, step in token_steps(models, S, V).items()}
-        times = median_times(steps, size["token_repeats"], "generated tokens")
+        times = timings(steps, size["token_repeats"], "generated tokens")
     token_s = {name: [times[S, name] for S in contexts] for name in GENERATORS}
+    medians = {key: {name: [statistics.median(t) for t in ts] for name, ts in runs.items()}
+               for key, runs in (("step_seconds", step_s), ("token_seconds", token_s))}
     return {"settings": {**size, "heads": max(1, d // 64), "layers": 1, "fit_from": FIT_FROM},
-            "lengths": lengths, "step_seconds": step_s, "saved_bytes": memory,
-            "contexts": contexts, "token_seconds": token_s}
+            "lengths": lengths, **medians, "saved_bytes": memory, "contexts": contexts,
+            "repeats": {"step_seconds": step_s, "token_seconds": token_s}}
 
 
 def slope(xs, ys):

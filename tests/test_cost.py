@@ -23,6 +23,7 @@ def test_quick_run_writes_every_number_and_redraws(tmp_path, capsys):
     assert png.startswith(b"\x89PNG") and len(png) < 200_000
     data = json.loads((tmp_path / "cost.json").read_text())
     quick = cost.SIZES["quick"]
+    repeats = {"step_seconds": "repeats", "token_seconds": "token_repeats"}
     assert data["quick"] and data["lengths"] == quick["lengths"]
     assert data["contexts"] == quick["contexts"] and data["machine"]["threads"] == 1
     for key, models, xs in (("step_seconds", cost.LAYERS, quick["lengths"]),
@@ -33,6 +34,11 @@ def test_quick_run_writes_every_number_and_redraws(tmp_path, capsys):
             assert len(values) == len(xs), (key, name)
             assert all(math.isfinite(v) and v > 0 for v in values), (key, name, values)
             assert f"| {name} |" in r.stdout  # the tables printed, a row per model
+            if key != "saved_bytes":  # every repeat kept, the medians drawn
+                runs = data["repeats"][key][name]
+                assert [len(t) for t in runs] == [quick[repeats[key]]] * len(xs), (key, name)
+                assert all(math.isfinite(t) and t > 0 for ts in runs for t in ts), (key, name)
+                assert values == [sorted(ts)[len(ts) // 2] for ts in runs]
     # the memory is exact: doubling n doubles the fused attention's bytes (nothing n x n)
     fused = data["saved_bytes"]["attention, fused"]
     assert fused[1:] == [2 * b for b in fused[:-1]]
