@@ -39,8 +39,8 @@ import lstm
 import rnn
 
 SIZES = {  # the default run, and --quick's toy one (same code)
-    "full": dict(batch=16, width=128, lengths=[16, 32, 64, 128, 256, 512, 1024, 2048],
-                 repeats=7, vocab=96, contexts=[16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192],
+    "full": dict(batch=16, width=128, lengths=[2 ** i for i in range(4, 12)],  # 16 .. 2048
+                 repeats=7, vocab=96, contexts=[2 ** i for i in range(4, 14)],  # 16 .. 8192
                  token_repeats=15),
     "quick": dict(batch=2, width=16, lengths=[8, 16, 32, 64], repeats=3,
                   vocab=16, contexts=[8, 16, 32, 64], token_repeats=3),
@@ -124,8 +124,10 @@ def token_steps(models, S, vocab):
     context = torch.randint(vocab, (1, S), generator=g)  # (1,S)
     new = torch.randint(vocab, (1, 1), generator=g)  # (1,1)
     _, cache = models["gpt"].advance(context[:, :-1])
-    _, cache = models["gpt"].advance(context[:, -1:], cache)  # as in sampling, after the first
-    window = torch.cat((context, new), dim=1)  # (1,S+1)     token: grown by torch.cat
+    # the last token through the cache, so that it is as sample() holds it after its first
+    # token: grown by torch.cat, contiguous (straight after a prompt it is views of c_attn's)
+    _, cache = models["gpt"].advance(context[:, -1:], cache)
+    window = torch.cat((context, new), dim=1)  # (1,S+1)
     steps = {"gpt, no cache": lambda: models["gpt"].advance(window),
              "gpt, kv cache": lambda: models["gpt"].advance(new, cache)}
     for name in ("rnn", "lstm", "gru"):
@@ -174,20 +176,18 @@ def slope(xs, ys):
             / sum((a - mx) ** 2 for a in lx))
 
 
-def fitted(xs, ys):
-    """The slope over the upper sizes, xs >= max(xs) / FIT_FROM."""
-    upper = [(x, y) for x, y in zip(xs, ys) if x >= max(xs) / FIT_FROM]
+def fitted(xs, ys, fit_from=FIT_FROM):
+    """The slope over the upper sizes, xs >= max(xs) / fit_from."""
+    upper = [(x, y) for x, y in zip(xs, ys) if x >= max(xs) / fit_from]
     return slope(*zip(*upper))
 
 
 def slopes(data):
-    """{panel: {model: fitted slope}} for the three panels."""
-    return {
-        "step_seconds": {m: fitted(data["lengths"], t) for m, t in data["step_seconds"].items()},
-        "saved_bytes": {m: fitted(data["lengths"], b) for m, b in data["saved_bytes"].items()},
-        "token_seconds": {m: fitted(data["contexts"], t)
-                          for m, t in data["token_seconds"].items()},
-    }
+    """{panel: {model: fitted slope}} for the three panels, over the range the run chose."""
+    f = data["settings"]["fit_from"]
+    return {key: {name: fitted(data[sizes], ys, f) for name, ys in data[key].items()}
+            for key, sizes in (("step_seconds", "lengths"), ("saved_bytes", "lengths"),
+                               ("token_seconds", "contexts"))}
 
 
 def power(base, k):
@@ -216,8 +216,8 @@ def draw(data):
                       label=f"{name:14s}{tok[name]:5.2f}")
     token_ax.set(ylabel="ms per generated token",
                  title=f"generating: one-layer models, width {s['width']}, batch 1")
-    token_ax.legend(prop={"family": "monospace", "size": 8}, title="model          slope", alignment="left",
-                    title_fontproperties={"family": "monospace", "size": 8})
+    token_ax.legend(prop={"family": "monospace", "size": 8}, title="model          slope",
+                    alignment="left", title_fontproperties={"family": "monospace", "size": 8})
     for ax, xs, name in ((time_ax, data["lengths"], "sequence length n"),
                          (memory_ax, data["lengths"], "sequence length n"),
                          (token_ax, data["contexts"], "context already read S")):
@@ -253,11 +253,11 @@ def draw(data):
 
 def report(data):
     """The numbers and slopes on stdout, as tables."""
-    k = slopes(data)
+    k, fit_from = slopes(data), data["settings"]["fit_from"]
     for key, xs, unit, scale in (("step_seconds", data["lengths"], "ms", 1e3),
                                  ("saved_bytes", data["lengths"], "MiB", 2 ** -20),
                                  ("token_seconds", data["contexts"], "ms", 1e3)):
-        print(f"\n{key} ({unit}), slope over the sizes >= {max(xs) // FIT_FROM}")
+        print(f"\n{key} ({unit}), slope over the sizes >= {max(xs) // fit_from}")
         print("| model | " + " | ".join(str(x) for x in xs) + " | slope |")
         print("|---" * (len(xs) + 2) + "|")
         for name, ys in data[key].items():
