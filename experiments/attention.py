@@ -31,6 +31,7 @@ import transformer
 
 MODELS = {"seq2seq": seq2seq, "transformer": transformer}
 NAMES = {"seq2seq": "seq2seq.py (Bahdanau)", "transformer": "transformer.py (mean of heads)"}
+TASKS = {"date": "a date", "multi30k": "Multi30k de→en"}
 DATE = "the 21st of june, 2077"  # README's example: a reordering (year first) and a day to read
 # Multi30k's test_2016_flickr line 91: the object moves ahead of the verb, the colour after it
 SENTENCE = "eine schwarz gekleidete frau mit rosa haaren spricht mit einem mann ."
@@ -116,38 +117,31 @@ def shown(token):
 
 def draw(data):
     panels = data["panels"]
-    fig, axes = figure.plt.subplots(2, 2, figsize=(9, 9.6),
-                                    gridspec_kw={"height_ratios": [1, 1.25]})
+    rows = [len(panels[0]["output"]), len(panels[2]["output"])]  # the date's, the sentence's
+    fig, axes = figure.plt.subplots(2, 2, figsize=(9, 9.5), layout="constrained",
+                                    gridspec_kw={"height_ratios": rows})
     for ax, p in zip(axes.flat, panels):
-        a = torch.tensor(p["attention"])
-        image = ax.matshow(a, cmap="Greys", vmin=0, vmax=1, aspect="auto")
-        ax.set_xticks(range(len(p["source"])))
-        ax.set_xticklabels([shown(t) for t in p["source"]], rotation=90,
-                           fontsize=8 if p["tokens"] == "char" else 7.5)
-        ax.set_yticks(range(len(p["output"])))
-        ax.set_yticklabels([shown(t) for t in p["output"]], fontsize=8)
+        image = ax.matshow(p["attention"], cmap="Greys", vmin=0, vmax=1)
+        ax.set_xticks(range(len(p["source"])), [shown(t) for t in p["source"]], rotation=90,
+                      fontsize=8)
+        ax.set_yticks(range(len(p["output"])), [shown(t) for t in p["output"]], fontsize=8)
         ax.tick_params(length=0)
         ax.grid(False)
         for side in ("top", "right", "bottom", "left"):
             ax.spines[side].set_visible(False)
         decoding = "greedy" if p["beam_size"] == 1 else f"beam {p['beam_size']}"
         score = f"test BLEU {p['bleu']:.2f}, " if "bleu" in p else ""
-        ax.set_title(f"{NAMES[p['model']]}\n{score}{decoding}; mean peak weight"
-                     f" {sharpness(p['attention']):.2f}", fontsize=9, pad=8)
-        ax.set_xlabel("source, as read", fontsize=8)
-        ax.xaxis.set_label_position("top")
-        ax.set_ylabel("output, as written", fontsize=8)
-    fig.colorbar(image, ax=axes, shrink=0.5, label="attention weight")
+        ax.xaxis.set_label_position("bottom")  # the source's tokens stay on top
+        ax.set_xlabel(f"{NAMES[p['model']]}, {TASKS[p['task']]}\n{score}{decoding};"
+                      " mean peak weight"
+                      f" {sharpness(p['attention']):.2f}", fontsize=9)
+    for ax in axes[:, 0]:
+        ax.set_ylabel("output, as written (top to bottom)", fontsize=8)
+    fig.colorbar(image, ax=axes, shrink=0.4, label="attention weight (each row sums to 1)")
     peak = {m: [sharpness(p["attention"]) for p in panels if p["model"] == m] for m in MODELS}
-    fig.suptitle("What each output token looked at: seq2seq's additive attention is sharp"
-                 f" (mean peak {min(peak['seq2seq']):.2f}-{max(peak['seq2seq']):.2f}),"
-                 "\nthe Transformer's last-layer cross-attention, averaged over heads, diffuser"
-                 f" ({min(peak['transformer']):.2f}-{max(peak['transformer']):.2f})"
-                 + (" [quick]" if data.get("quick") else "")
-                 if min(peak["seq2seq"]) > max(peak["transformer"]) else
-                 "What each output token looked at: mean peak weight seq2seq"
-                 f" {min(peak['seq2seq']):.2f}-{max(peak['seq2seq']):.2f}, Transformer (mean of"
-                 f" heads) {min(peak['transformer']):.2f}-{max(peak['transformer']):.2f}"
+    fig.suptitle("Where each output token looked in the source (along the top)\nmean peak"
+                 f" weight: seq2seq {'/'.join(f'{x:.2f}' for x in peak['seq2seq'])},"
+                 f" Transformer {'/'.join(f'{x:.2f}' for x in peak['transformer'])}"
                  + (" [quick]" if data.get("quick") else ""), fontsize=11)
     return fig
 

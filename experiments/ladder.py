@@ -186,7 +186,8 @@ def draw(data):
         ax.axhline(data["unigram"], color=figure.COLORS["baseline"], linestyle="--",
                    linewidth=1, label="unigram frequencies" if ax is ax_c else None)
     low = min(min(r["val"]) for r in runs.values())
-    ax_t.set_ylim(low - 0.05, data["unigram"] + 0.3)  # step 0 (ln V) lies above: cut off
+    high = max(data["unigram"] + 0.3, max(r["val"][-1] for r in runs.values()) + 0.2)
+    ax_t.set_ylim(low - 0.05, high)  # step 0's loss, ln V, lies above: cut off
     ax_t.set_xlim(left=0)
     ax_c.set_xlim(left=0)
     ax_t.set_ylabel("validation loss (nats per character)")
