@@ -14,11 +14,14 @@ the default runs (`python seq2seq.py`, `python transformer.py`: out/seq2seq.pt a
 out/transformer.pt); for Multi30k, benchmarks/multi30k.py's models (`--save DIR` writes
 DIR/seq2seq.pt and DIR/transformer.pt). The date is decoded greedily (the dates' exact-match
 results are greedy); the sentence with --beam-size 5, the beam of the Multi30k BLEU reported.
-A Multi30k model's test BLEU, for the title, is read from its checkpoint ("bleu") or given as
---bleu MODEL=VALUE (benchmarks/multi30k.py prints it).
+A Multi30k model's test BLEU, for its heatmap's caption, is read from its checkpoint ("bleu")
+or given as --bleu MODEL=VALUE: the "test BLEU beam 5" benchmarks/multi30k.py printed for it.
 
-    python experiments/attention.py --dates out --multi30k out/multi30k --bleu seq2seq=30.78 transformer=21.16
-    python experiments/attention.py --plot-only       # redraw from figures/attention.json
+    python seq2seq.py && python transformer.py      # the dates' models, in out/
+    python benchmarks/multi30k.py --save out/multi30k                       # prints its BLEU
+    python benchmarks/multi30k.py --model transformer --save out/multi30k ...   # likewise
+    python experiments/attention.py --bleu seq2seq=BLEU transformer=BLEU
+    python experiments/attention.py --plot-only     # redraw from figures/attention.json
 """
 import argparse
 import os
@@ -95,8 +98,7 @@ def measure(args):
             model, ckpt, cfg = load(module, folder)
             text, beam = (args.date, 1) if task == "date" else (args.sentence, args.beam_size)
             panel = {"task": task, "model": name, "checkpoint": os.path.join(folder, f"{name}.pt"),
-                     "step": ckpt["step"], "trained_on": ckpt["config"]["data"] or "dates",
-                     "tokens": cfg.tokens, "beam_size": beam,
+                     "step": ckpt["step"], "tokens": cfg.tokens, "beam_size": beam,
                      **translate(module, model, ckpt["vocab"], cfg.tokens, text, beam)}
             if task == "multi30k":
                 panel["bleu"] = bleu_of(name, ckpt, args)

@@ -111,21 +111,47 @@ def measure(args):
             "man_king_woman": [ckpt["vocab"][i] for i in king.tolist()]}
 
 
+def spread(labels, gap, char, right):
+    """Heights for labels [(word, x, y)] written beside their dots (to the right if `right`,
+    else to the left): a label that would overlap one placed before it (within `gap` in
+    height, sharing some width at `char` a character) moves down below it."""
+    placed, heights = [], [y for _, _, y in labels]
+    for k in sorted(range(len(labels)), key=lambda k: -labels[k][2]):
+        word, x, y = labels[k]
+        span = (x, x + char * len(word)) if right else (x - char * len(word), x)
+        for (a, b), y2 in sorted(placed, key=lambda p: -p[1]):
+            if span[0] < b and a < span[1] and abs(y - y2) < gap:
+                y = y2 - gap
+        placed.append((span, y))
+        heights[k] = y
+    return heights
+
+
 def draw(data):
-    fig, (ax, ax_g) = figure.plt.subplots(1, 2, figsize=(9, 4.6),
-                                          gridspec_kw={"width_ratios": [1.7, 1]})
+    fig, (ax, ax_g) = figure.plt.subplots(1, 2, figsize=(9, 4.8), layout="constrained",
+                                          gridspec_kw={"width_ratios": [1.6, 1]})
     color = figure.COLORS["word2vec"]
     n = len(data["pairs"])
     xy = data["xy"]
+    width = max(x for x, _ in xy) - min(x for x, _ in xy)
+    gap = 0.04 * (max(y for _, y in xy) - min(y for _, y in xy))
+    # the arrows run from the countries to the capitals: labels on their far sides
+    left = sum(x for x, _ in xy[:n]) > sum(x for x, _ in xy[n:])  # countries on the right
+    countries = spread([(c, *xy[k]) for k, (c, _) in enumerate(data["pairs"])], gap,
+                       0.016 * width, right=left)
+    capitals = spread([(c, *xy[n + k]) for k, (_, c) in enumerate(data["pairs"])], gap,
+                      0.016 * width, right=not left)
     for k, (country, capital) in enumerate(data["pairs"]):
         (x0, y0), (x1, y1) = xy[k], xy[n + k]
         ax.annotate("", (x1, y1), (x0, y0), arrowprops=dict(arrowstyle="->", color=color,
                                                             lw=1.2, shrinkA=3, shrinkB=3))
-        ax.text(x0, y0, country, fontsize=8, ha="right", va="center")
-        ax.text(x1, y1, capital, fontsize=8, ha="left", va="center")
+        ax.text(x0, countries[k], f" {country} ", fontsize=8, va="center",
+                ha="left" if left else "right")
+        ax.text(x1, capitals[k], f" {capital} ", fontsize=8, va="center",
+                ha="right" if left else "left", style="italic")
     ax.scatter([p[0] for p in xy], [p[1] for p in xy], s=8, color="black", zorder=3)
-    ax.set_title(f"countries → capitals, {100 * data['variance_shown']:.0f}% of the variance"
-                 " shown", fontsize=9)
+    ax.set_title(f"countries → capitals (italic), {100 * data['variance_shown']:.0f}% of the"
+                 " variance shown", fontsize=9)
     g = dict(zip(data["gender"], data["gender_xy"]))
     for a, b, style in (("man", "king", "-"), ("woman", "queen", "-"), ("man", "woman", ":"),
                         ("king", "queen", ":")):
@@ -133,20 +159,22 @@ def draw(data):
                                                       linestyle=style, shrinkA=3, shrinkB=3))
     for word, (x, y) in g.items():
         ax_g.scatter([x], [y], s=8, color="black", zorder=3)
-        ax_g.text(x, y, " " + word, fontsize=9, va="bottom")
+        ax_g.text(x, y, f" {word}", fontsize=9, va="bottom")
     answers = ", ".join(data["man_king_woman"][:3])
-    ax_g.set_title(f"man : king :: woman : ? → {answers}", fontsize=9)
+    ax_g.set_title(f"man : king :: woman : ? → {answers}\n"
+                   f"{100 * data['gender_variance_shown']:.0f}% of the variance shown",
+                   fontsize=9)
     for a in (ax, ax_g):
-        a.set_xlabel("first principal component")
+        a.set_xlabel("first principal component (vectors of length 1)")
         a.set_ylabel("second principal component")
-        a.margins(0.15)
-    fig.suptitle(f"word2vec.py: country→capital offsets point one way (mean cosine"
-                 f" {data['offset_cosine']:.2f}; mismatched pairs {data['mismatched_cosine']:.2f});"
+        a.set_aspect("equal", adjustable="datalim")  # directions drawn as they are
+        a.margins(0.12)
+    fig.suptitle(f"word2vec.py: the country→capital offsets share a direction (mean cosine"
+                 f" {data['offset_cosine']:.2f}; mismatched pairs {data['mismatched_cosine']:.2f})"
                  f"\n3CosAdd finds the capital in {data['analogies_right']} of"
-                 f" {data['analogies_asked']} analogies; king-man vs queen-woman cosine"
+                 f" {data['analogies_asked']} analogies; king − man vs queen − woman: cosine"
                  f" {data['gender_cosine']:.2f}" + (" [quick]" if data.get("quick") else ""),
                  fontsize=10)
-    fig.tight_layout()
     return fig
 
 

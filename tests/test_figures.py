@@ -265,9 +265,16 @@ def test_word_map_projects_the_checkpoints_vectors(vectors, tmp_path):
 
     fig = wordmap.draw(data)  # the points drawn are the JSON's
     assert np.allclose(fig.axes[0].collections[0].get_offsets(), xy)
-    labels = [t.get_text() for t in fig.axes[0].texts if t.get_text()]  # not the arrows
+    labels = [t.get_text().strip() for t in fig.axes[0].texts if t.get_text()]  # no arrows
     assert labels == [t for pair in PAIRS for t in pair]
     check_plot_only(wordmap, "word2vec", out, data)
+
+
+def test_word_map_labels_do_not_overlap():
+    labels = [("paris", 0.0, 0.0), ("rome", 0.02, 0.01), ("madrid", 5.0, 0.0)]
+    heights = wordmap.spread(labels, gap=0.1, char=0.1, right=True)
+    assert heights[1] == 0.01 and heights[0] == pytest.approx(-0.09)  # moved below rome
+    assert heights[2] == 0.0  # far to the side: stays
 
 
 def test_word_map_refuses_bad_input(refused, vectors, tmp_path):
