@@ -119,13 +119,15 @@ def shown(token):
 
 def draw(data):
     panels = data["panels"]
-    rows = [len(panels[0]["output"]), len(panels[2]["output"])]  # the date's, the sentence's
-    fig, axes = figure.plt.subplots(2, 2, figsize=(9, 9.5), layout="constrained",
-                                    gridspec_kw={"height_ratios": rows})
+    # square cells: each row of panels as tall as its taller heatmap is for its width
+    shape = [max(len(p["output"]) / len(p["source"]) for p in panels[k:k + 2]) for k in (0, 2)]
+    fig, axes = figure.plt.subplots(2, 2, figsize=(9, 2.8 + 3.8 * sum(shape)),
+                                    layout="constrained", gridspec_kw={"height_ratios": shape})
     for ax, p in zip(axes.flat, panels):
         image = ax.matshow(p["attention"], cmap="Greys", vmin=0, vmax=1)
-        ax.set_xticks(range(len(p["source"])), [shown(t) for t in p["source"]], rotation=90,
-                      fontsize=8)
+        ax.set_xticks(range(len(p["source"])), [shown(t) for t in p["source"]], fontsize=8)
+        for label in ax.get_xticklabels():  # a character upright, a word or <eos> sideways
+            label.set_rotation(90 if len(label.get_text()) > 1 else 0)
         ax.set_yticks(range(len(p["output"])), [shown(t) for t in p["output"]], fontsize=8)
         ax.tick_params(length=0)
         ax.grid(False)
@@ -141,9 +143,16 @@ def draw(data):
         ax.set_ylabel("output, as written (top to bottom)", fontsize=8)
     fig.colorbar(image, ax=axes, shrink=0.4, label="attention weight (each row sums to 1)")
     peak = {m: [sharpness(p["attention"]) for p in panels if p["model"] == m] for m in MODELS}
-    fig.suptitle("Where each output token looked in the source (along the top)\nmean peak"
-                 f" weight: seq2seq {'/'.join(f'{x:.2f}' for x in peak['seq2seq'])},"
-                 f" Transformer {'/'.join(f'{x:.2f}' for x in peak['transformer'])}"
+    sharper = [a > b for a, b in zip(peak["seq2seq"], peak["transformer"])]
+    verdict = ("seq2seq's attention is the sharper on both" if all(sharper) else
+               "the Transformer's (mean of heads) is the sharper on both" if not any(sharper)
+               else "seq2seq's attention is the sharper on the date, the Transformer's on the"
+               " sentence" if sharper[0] else "the Transformer's is the sharper on the date,"
+               " seq2seq's on the sentence")
+    numbers = ", ".join(f"{TASKS[t]} {a:.2f} vs {b:.2f}" for t, a, b in
+                        zip(TASKS, peak["seq2seq"], peak["transformer"]))
+    fig.suptitle("Where each output token looked in the source (along the top):"
+                 f" {verdict}\n(mean peak weight, 1 = one source token a row: {numbers})"
                  + (" [quick]" if data.get("quick") else ""), fontsize=11)
     return fig
 

@@ -203,6 +203,8 @@ def test_attention_maps_are_the_scripts_own_and_labelled_with_their_tokens(check
         shown = ["␣" if t == " " else t for t in p["source"]]
         assert [t.get_text() for t in ax.get_xticklabels()] == shown
         assert [t.get_text() for t in ax.get_yticklabels()] == p["output"]
+        peak = np.mean(np.max(p["attention"], axis=1))
+        assert f"mean peak weight {peak:.2f}" in ax.get_xlabel()
     assert "␣" in [t.get_text() for t in fig.axes[0].get_xticklabels()]  # the date's spaces
     assert "test BLEU 12.50, beam 3" in fig.axes[2].get_xlabel()  # under its heatmap
     check_plot_only(attention, "attention", out, data)
