@@ -5,8 +5,10 @@ against seconds and against characters seen -> figures/ladder.png and ladder.jso
 1. Trial: each script runs --trial-steps steps (one batch per evaluation), which times its step.
 2. Run: each script runs again with max_steps set so that its steps fill --seconds (so that its
    learning-rate schedule ends with the budget), evaluating --evals times (and at step 0) on
-   --eval-steps batches of each split. The evaluations add a few percent to the budget: the
-   JSON keeps each run's share ("eval_share": 1 - steps x trial seconds a step / seconds taken).
+   --eval-steps batches of each split. The evaluations come on top of the budget: 16 x 2 x 8
+   forward passes, each about a third of a training step, or some 85 steps' worth, a few
+   percent of a 300-second run (more for the slow-stepping LSTM). The JSON keeps each run's
+   share ("eval_share": 1 - its steps x the trial's seconds a step / the seconds it took).
 
 Sequence models (rnn, lstm, gru, gpt) all get --block-size 128 --batch-size 32, rnn.py's
 defaults, so that a step sees the same characters; mlp.py keeps its own (context 16, 64 windows
@@ -96,7 +98,7 @@ def measure(args):
         figure.refuse(str(e))
     quick = args.quick
     seconds = args.seconds or (2 if quick else 300)
-    evals, eval_steps = args.evals or (3 if quick else 20), args.eval_steps or (2 if quick else 10)
+    evals, eval_steps = args.evals or (3 if quick else 15), args.eval_steps or (2 if quick else 8)
     trial_steps = args.trial_steps or (3 if quick else 50)
     print(f"ladder: {', '.join(args.scripts)} on {args.data or 'the default corpus'};"
           f" {seconds:g} s each at {args.threads} thread(s)", flush=True)
@@ -149,9 +151,9 @@ def summary(data):
 
 
 def leaders(curves, unit):
-    """Which curve is lowest where, in words: "gru to 80 s, then rnn". curves: {name: (xs, ys)},
-    read on a grid from 5% of the shortest curve's range to its end; a lead held over less than
-    5% of that range is a wobble of the evaluation, not a lead, and is left out."""
+    """Which curve is lowest where, in words: "gru to 80 s, then rnn (to 300 s)". curves:
+    {name: (xs, ys)}, read on a grid from 5% of the shortest curve's range to its end; a lead
+    held over less than 5% of that range is a wobble of the evaluation, not a lead: left out."""
     end = min(xs[-1] for xs, _ in curves.values())
     grid = np.linspace(0.05 * end, end, 200)
     best = [min(curves, key=lambda n: at(*curves[n], x)) for x in grid]
@@ -169,9 +171,9 @@ def leaders(curves, unit):
         else:
             merged.append(s)
     if len(merged) == 1:
-        return f"{merged[0][0]} lowest throughout"
+        return f"{merged[0][0]} lowest throughout (to {unit(end)})"
     return ", then ".join(f"{n} to {unit(hi)}" for n, _, hi in merged[:-1]) + \
-        f", then {merged[-1][0]}"
+        f", then {merged[-1][0]} (to {unit(end)})"
 
 
 def draw(data):
@@ -217,9 +219,9 @@ def main(argv=None):
     p.add_argument("--seconds", type=figure.positive(float), default=None,
                    help="each script's training budget (default 300; --quick: 2)")
     p.add_argument("--evals", type=figure.positive(int), default=None,
-                   help="evaluations per run besides step 0 (default 20; --quick: 3)")
+                   help="evaluations per run besides step 0 (default 15; --quick: 3)")
     p.add_argument("--eval-steps", type=figure.positive(int), default=None,
-                   help="batches of each split per evaluation (default 10; --quick: 2)")
+                   help="batches of each split per evaluation (default 8; --quick: 2)")
     p.add_argument("--trial-steps", type=figure.positive(int), default=None,
                    help="steps of the run that times a step (default 50; --quick: 3)")
     p.add_argument("--data", default="", help="text file; empty: the scripts' default corpus")

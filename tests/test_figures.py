@@ -95,13 +95,13 @@ def test_ladder_names_the_leader_and_ignores_a_wobble():
     a = [5, 2.0, 1.8, 1.7, 1.65, 1.6, 1.58, 1.57, 1.56, 1.55, 1.54]
     b = [5, 2.5, 2.0, 1.75, 1.6, 1.5, 1.45, 1.4, 1.35, 1.3, 1.25]  # below a from x = 35
     assert ladder.leaders({"a": (xs, a), "b": (xs, b)}, lambda x: f"{x:.0f} s") == \
-        "a to 35 s, then b"
+        "a to 35 s, then b (to 100 s)"
     c = [y + 0.1 for y in a]
     c[5] = a[5] - 0.01  # c dips below a from x = 49.1 to 50.9: under 5% of the range
-    assert ladder.leaders({"a": (xs, a), "c": (xs, c)}, str) == "a lowest throughout"
+    assert ladder.leaders({"a": (xs, a), "c": (xs, c)}, str) == "a lowest throughout (to 100)"
     c[5] = a[5] - 0.2  # now from 43.3 to 56.7: a lead
     assert ladder.leaders({"a": (xs, a), "c": (xs, c)}, lambda x: f"{x:.0f}") == \
-        "a to 43, then c to 57, then a"
+        "a to 43, then c to 57, then a (to 100)"
 
 
 def test_ladder_counts_the_characters_each_script_trains_on():
