@@ -28,11 +28,17 @@ def written(folder, name):
         return json.load(f)
 
 
-def check_plot_only(module, name, folder, data):
-    """--plot-only redraws name.png from the JSON alone, which it leaves as it was."""
+def check_plot_only(module, name, folder, data, monkeypatch):
+    """--plot-only redraws the same name.png from the JSON alone (measuring nothing), which it
+    leaves as it was."""
+    with open(os.path.join(folder, name + ".png"), "rb") as f:
+        png = f.read()
     os.remove(os.path.join(folder, name + ".png"))
+    monkeypatch.setattr(module, "measure", lambda args: pytest.fail("--plot-only measured"))
     module.main(["--plot-only", "--out", str(folder)])
     assert written(folder, name) == data
+    with open(os.path.join(folder, name + ".png"), "rb") as f:
+        assert f.read() == png
 
 
 # ----------------------------------------------------------------------------- the ladder
@@ -49,7 +55,7 @@ def logged(path):
     return rows
 
 
-def test_ladder_draws_each_scripts_curve_from_its_own_log(tmp_path, capsys):
+def test_ladder_draws_each_scripts_curve_from_its_own_log(tmp_path, capsys, monkeypatch):
     text = tmp_path / "tiny.txt"
     text.write_text(TINY_TEXT)
     out, runs = tmp_path / "fig", tmp_path / "runs"
@@ -87,7 +93,7 @@ def test_ladder_draws_each_scripts_curve_from_its_own_log(tmp_path, capsys):
         baseline = [line for line in ax.get_lines() if line.get_linestyle() == "--"]
         assert baseline[0].get_ydata()[0] == data["unigram"]
     assert "0.5 s each" in fig._suptitle.get_text()
-    check_plot_only(ladder, "ladder", out, data)
+    check_plot_only(ladder, "ladder", out, data, monkeypatch)
 
 
 def test_ladder_names_the_leader_and_ignores_a_wobble():
@@ -141,9 +147,10 @@ def checkpoints(tmp_path_factory):
     cwd = os.getcwd()
     os.chdir(folder)
     try:
-        common = ["--max-steps", "20", "--batch-size", "8", "--eval-interval", "20",
-                  "--eval-steps", "1", "--num-samples", "0"]
-        for task, data in (("dates", []), ("words", ["--data", str(tsv), "--tokens", "word"])):
+        common = ["--batch-size", "8", "--eval-steps", "1", "--num-samples", "0"]
+        for task, data in (("dates", ["--max-steps", "20", "--eval-interval", "20"]),
+                           ("words", ["--data", str(tsv), "--tokens", "word", "--max-steps",
+                                      "60", "--eval-interval", "60"])):  # seq2seq ends: <eos>
             seq2seq.main([*data, *common, "--n-embd", "8", "--n-hidden", "16",
                           "--out-dir", task])
             transformer.main([*data, *common, "--n-embd", "8", "--n-hidden", "16", "--n-head",
@@ -154,7 +161,8 @@ def checkpoints(tmp_path_factory):
 
 
 def test_attention_maps_are_the_scripts_own_and_labelled_with_their_tokens(checkpoints,
-                                                                           tmp_path):
+                                                                           tmp_path,
+                                                                           monkeypatch):
     out = tmp_path / "fig"
     attention.main(["--dates", str(checkpoints / "dates"), "--multi30k",
                     str(checkpoints / "words"), "--sentence", "ein hund springt am strand .",
@@ -166,6 +174,7 @@ def test_attention_maps_are_the_scripts_own_and_labelled_with_their_tokens(check
                             ("multi30k", "seq2seq"), ("multi30k", "transformer")]
     assert panels["multi30k", "seq2seq"]["bleu"] == 12.5
     assert panels["multi30k", "transformer"]["bleu"] == 7.25
+    ends = []
     for (task, name), p in panels.items():
         module = attention.MODELS[name]
         ckpt = torch.load(checkpoints / ("dates" if task == "date" else "words") /
@@ -184,8 +193,9 @@ def test_attention_maps_are_the_scripts_own_and_labelled_with_their_tokens(check
         ids, expected = module.sample(model, src, attention.MAX_NEW_TOKENS, beam)[0]
         # the output axis: the script's own translation, then the <eos> it wrote
         written_out = [ckpt["vocab"]["tgt"][i] for i in ids]
-        assert p["output"][:len(ids)] == written_out
-        assert p["output"][len(ids):] in ([], ["<eos>"])
+        stopped = len(ids) < attention.MAX_NEW_TOKENS  # by writing <eos>
+        assert p["output"] == written_out + ["<eos>"] * stopped
+        ends.append(stopped)
         a = torch.tensor(p["attention"])
         assert a.shape == (len(p["output"]), len(p["source"]))
         torch.testing.assert_close(a.sum(1), torch.ones(len(a), dtype=a.dtype))
@@ -197,6 +207,7 @@ def test_attention_maps_are_the_scripts_own_and_labelled_with_their_tokens(check
         else:
             torch.testing.assert_close(a[:len(ids)], expected)
 
+    assert any(ends)  # the <eos> row is drawn, when the model wrote one
     fig = attention.draw(data)  # each heatmap is its panel's matrix, labelled with its tokens
     for ax, p in zip(fig.axes, data["panels"]):
         assert np.array_equal(ax.images[0].get_array(), np.array(p["attention"]))
@@ -207,7 +218,7 @@ def test_attention_maps_are_the_scripts_own_and_labelled_with_their_tokens(check
         assert f"mean peak weight {peak:.2f}" in ax.get_xlabel()
     assert "␣" in [t.get_text() for t in fig.axes[0].get_xticklabels()]  # the date's spaces
     assert "test BLEU 12.50, beam 3" in fig.axes[2].get_xlabel()  # under its heatmap
-    check_plot_only(attention, "attention", out, data)
+    check_plot_only(attention, "attention", out, data, monkeypatch)
 
 
 def test_attention_refuses_missing_checkpoints_and_bleu(refused, checkpoints, tmp_path):
@@ -240,12 +251,13 @@ def vectors(tmp_path_factory):
     return folder
 
 
-def test_word_map_projects_the_checkpoints_vectors(vectors, tmp_path):
+def test_word_map_projects_the_checkpoints_vectors(vectors, tmp_path, monkeypatch):
     out = tmp_path / "fig"
     wordmap.main(["--checkpoint", str(vectors), "--pairs", "France:Paris", "germany:berlin",
-                  "italy:rome", "spain:madrid", "japan:tokyo", "--out", str(out)])
+                  "italy:rome", "germany:bonn", "spain:madrid", "japan:paris", "--out", str(out)])
     data = written(out, "word2vec")
-    assert data["pairs"] == [list(p) for p in PAIRS] and data["left_out"] == [["japan", "tokyo"]]
+    assert data["pairs"] == [list(p) for p in PAIRS]  # a pair with a word unknown: left out
+    assert data["left_out"] == [["germany", "bonn"], ["japan", "paris"]]
     ckpt = torch.load(vectors / "word2vec.pt", weights_only=True)
     stoi = {w: i for i, w in enumerate(ckpt["vocab"])}
     w = ckpt["model"]["emb_in.weight"].double().numpy()
@@ -269,7 +281,7 @@ def test_word_map_projects_the_checkpoints_vectors(vectors, tmp_path):
     assert np.allclose(fig.axes[0].collections[0].get_offsets(), xy)
     labels = [t.get_text().strip() for t in fig.axes[0].texts if t.get_text()]  # no arrows
     assert labels == [t for pair in PAIRS for t in pair]
-    check_plot_only(wordmap, "word2vec", out, data)
+    check_plot_only(wordmap, "word2vec", out, data, monkeypatch)
 
 
 def test_word_map_labels_do_not_overlap():
