@@ -36,6 +36,7 @@ from collections import Counter
 import numpy as np
 
 import figure
+import rnn
 
 SCRIPTS = ("mlp", "rnn", "lstm", "gru", "gpt")  # bottom to top of the ladder
 SEQUENCE = {"block_size": 128, "batch_size": 32}  # for every script but mlp.py
@@ -91,8 +92,7 @@ def unigram(text):
 
 
 def measure(args):
-    import rnn  # the scripts' own reader of --data, and their default corpus
-    try:
+    try:  # the scripts' own reader of --data, and their default corpus
         text = rnn.load_text(args.data)
     except rnn.BadInput as e:
         figure.refuse(str(e))
@@ -106,11 +106,12 @@ def measure(args):
     for s in args.scripts:
         trial = train(s, trial_steps, 1, 1, 0, args, "trial")
         # seconds a step, from the chars/s of the last log line: more digits than its elapsed
-        per_step = chars_per_step(s) / trial["rate"][-1]
+        per_step = chars_per_step(s) / max(trial["rate"][-1], 1.0)
         steps = max(1, round(seconds / per_step))
         run = train(s, steps, evals, eval_steps, 0 if quick else 200, args, "run")
         run.update(chars_per_step=chars_per_step(s), trial_seconds_per_step=per_step,
-                   max_steps=steps, eval_share=1 - steps * per_step / run["seconds"][-1],
+                   max_steps=steps, eval_share=1 - steps * per_step / max(
+                       run["seconds"][-1], steps * per_step),  # (0 if the log rounds below)
                    chars=[k * chars_per_step(s) for k in run["steps"]])
         del run["rate"]
         runs[s] = run
@@ -238,8 +239,8 @@ def main(argv=None):
     if args.data and not os.path.isfile(args.data):
         p.error(f"--data {args.data}: no such file")
     args.threads = args.threads or 1  # the scripts' runs: one thread is the steadiest
-    args.runs_dir = args.runs_dir or os.path.join(
-        figure.ROOT, "out", "ladder-quick" if args.quick else "ladder")
+    args.runs_dir = args.runs_dir or os.path.join("out", "ladder-quick" if args.quick else
+                                                  "ladder")
     figure.run("ladder", args, measure, draw)
 
 
