@@ -11,7 +11,7 @@ words analogies search (the JSON lists any left out). The vectors are the script
 vectors scaled to length 1 (the ones its analogies and neighbours use); each panel is the PCA
 of its own words. The numbers behind the title come from the full vectors, not the projection:
 the mean cosine between the country→capital offsets (parallel arrows: near 1), the same for
-mismatched pairs (each country to the next pair's capital) as a control, and how many of the
+mismatched pairs (each country to the previous pair's capital) as a control, and how many of the
 analogies "country_i : capital_i :: country_j : ?" the script's 3CosAdd answers with capital_j.
 
 The model is word2vec.py trained on the shared Wikipedia sample with README.md's command
