@@ -258,7 +258,7 @@ def test_sampling_follows_temperature_and_top_k_by_their_definitions(temperature
 def test_cli_trains_saves_and_samples(tmp_path, tiny_file, capsys, monkeypatch):
     r = run_script("mlp.py", "--data", tiny_file, "--max-steps", 20, *TINY, cwd=tmp_path)
     assert r.returncode == 0, r.stderr
-    first = r.stdout.splitlines()[0]  # the format benchmarks/ladder.py parses
+    first = r.stdout.splitlines()[0]  # the format experiments/ladder.py parses
     assert first.startswith("mlp.py: ")
     assert first.endswith(f"M parameters, vocabulary {len(CHARS)}, on cpu")
     assert "step    20 | train loss" in r.stdout and "chars/s" in r.stdout
