@@ -200,8 +200,8 @@ def draw(data):
                       lambda x: f"{x:.0f} s")
     in_chars = leaders({s: (np.array(r["chars"]) / 1e6, r["val"]) for s, r in runs.items()},
                        lambda x: f"{x:.1f}M")
-    ax_t.set_title(f"at equal time: {in_time}", fontsize=9)
-    ax_c.set_title(f"at equal characters: {in_chars}", fontsize=9)
+    ax_t.set_title(f"lowest at equal time:\n{in_time}", fontsize=9)
+    ax_c.set_title(f"lowest at equal characters:\n{in_chars}", fontsize=9)
     ax_c.legend(fontsize=8, loc="upper right")
     final = sorted(runs, key=lambda s: runs[s]["val"][-1])
     corpus = "the stdlib source" if data["corpus"] == "default" else \
