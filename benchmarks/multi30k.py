@@ -8,9 +8,11 @@ tokens against the <unk>-free reference (the script's bleu(); no detokenisation,
 The training budget --max-time sets max_steps from a timed trial of a few steps, so that the
 learning-rate schedule ends when the budget does; a run that still overshoots by 10% is
 stopped as Ctrl-C would stop it, and evaluated as it is (train() then says "saved", but the
-benchmark keeps no checkpoint).
+benchmark keeps no checkpoint unless --save names a folder: DIR/seq2seq.pt or transformer.pt,
+the script's own checkpoint, which its --sample-only and experiments/attention.py read).
 
     python benchmarks/multi30k.py --max-time 600
+    python benchmarks/multi30k.py --save out/multi30k       # and keep the model
     python benchmarks/multi30k.py --model transformer --set n_layer=3 ...   # transformer.py
     python benchmarks/multi30k.py --max-time 0 --max-steps 5000 --set device=cuda  # no budget
 """
@@ -71,6 +73,8 @@ def main():
                    help="torch threads (0: the fastest of 1..4 in the trial)")
     p.add_argument("--limit", type=int, default=0, help="use only the first N pairs of each"
                                                         " split (a smoke test)")
+    p.add_argument("--save", default="", metavar="DIR",
+                   help="write the trained model to DIR/<model>.pt, the script's checkpoint")
     p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
                    help="Config fields of the script, e.g. n_hidden=256 dropout=0.3")
     args = p.parse_args()
@@ -158,6 +162,14 @@ def main():
           f" {train_time:.0f}s;"
           f" evaluation: greedy {t_greedy:.0f}s, beam {t_beam:.0f}s;"
           f" wall {time.time() - t_start:.0f}s on {device}, {torch.get_num_threads()} threads")
+    if args.save:  # as the script saves it, so that its --sample-only can load it
+        cfg.data = ""  # the benchmark's pairs, not a file the script could read
+        os.makedirs(args.save, exist_ok=True)
+        module.save_checkpoint(os.path.join(args.save, f"{args.model}.pt"), {
+            "script": module.SCRIPT, "config": dataclasses.asdict(cfg), "vocab": vocab,
+            "step": len(done), "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+            "rng": module.rng_states(device)})
+        print(f"saved {args.save}/{args.model}.pt")
     print("| model | params | steps (epochs) | train time | val ppl | test ppl | test BLEU greedy"
           f" | test BLEU beam {args.beam_size} | test exact (greedy) |")
     print(f"| {args.model}.py | {n_params / 1e6:.1f}M | {len(done)} ({epochs:.1f}) |"
