@@ -231,7 +231,7 @@ def draw(data):
         ax.set_xticks(list(x), [f"{label(b)}\n({n})" for b, n in zip(r["buckets"], r["counts"])])
         ax.set(xlabel="source length, characters (test strings)", ylabel=f"{what}, %",
                ylim=(-3, 103), title=f"reversal: {what} (greedy)")
-        ax.legend(loc="lower left", fontsize=8)
+        ax.legend(loc="center right", fontsize=8)
     ax = axes[2]
     if "skipped" in m30:
         ax.text(0.5, 0.5, m30["skipped"], ha="center", va="center", wrap=True,
@@ -248,7 +248,8 @@ def draw(data):
                                 for b, n in zip(m30["buckets"], m30["counts"])])
         ax.set(xlabel="source length, German tokens (test sentences)",
                ylabel="corpus BLEU-4 of the bucket", ylim=(0, None),
-               title="Multi30k de->en test: BLEU (greedy)")
+               title="Multi30k de->en test: BLEU (greedy)\nafter"
+                     f" {m['steps']} steps ({m['epochs']:.2f} epochs)")
         ax.legend(loc="lower left", fontsize=8)
         b, n = m30["models"]["bahdanau"]["bleu"], m30["models"]["none"]["bleu"]
         summary = (f"Multi30k BLEU, shortest to longest: attention {100 * b[0]:.1f} to"

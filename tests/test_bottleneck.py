@@ -105,9 +105,10 @@ def test_the_title_states_the_numbers_drawn():
     data = {"reversal": {"buckets": [[5, 10], [11, 20], [51, 60]], "counts": [3, 4, 5],
                          "models": models},
             "multi30k": {"buckets": [[1, 8], [18, 99]], "counts": [7, 2], "models": {
-                "bahdanau": {"bleu": [0.3, 0.25], "bleu_overall": 0.28},
-                "none": {"bleu": [0.2, 0.1], "bleu_overall": 0.15}}}}
+                "bahdanau": {"bleu": [0.3, 0.25], "bleu_overall": 0.28, "steps": 9, "epochs": 0.5},
+                "none": {"bleu": [0.2, 0.1], "bleu_overall": 0.15, "steps": 9, "epochs": 0.5}}}}
     fig = bottleneck.draw(data)
+    assert fig.axes[2].get_title().endswith("after 9 steps (0.50 epochs)")
     title = fig._suptitle.get_text()
     assert "attention 100% to 80%, none 50% to 0%" in title
     assert "attention 30.0 to 25.0, none 20.0 to 10.0" in title
