@@ -17,7 +17,7 @@ B. Multi30k de->en (../shared/data/multi30k, read by benchmarks/multi30k.py's re
 The budget is a number of steps, not of seconds, so that the numbers do not depend on the
 machine's load; the seconds are recorded beside them.
 
-    python experiments/bottleneck.py --threads 1      # figures/bottleneck.png and .json
+    python experiments/bottleneck.py --threads 1      # figures/bottleneck.{png,json}, ~25 min
     python experiments/bottleneck.py --quick          # the same code at toy sizes, out/figures/
     python experiments/bottleneck.py --plot-only      # redraw bottleneck.png from its JSON
 """
