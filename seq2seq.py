@@ -14,6 +14,14 @@ back over all h_j with additive attention:
 o_t is Bahdanau's deep output layer (tanh where the paper has maxout), of size C: the matrix
 over the vocabulary, the costliest one, stays (V,C) instead of (V,H+2H+C).
 
+--attention none is the encoder-decoder without attention (Cho et al. 2014, arXiv:1406.1078;
+Sutskever et al. 2014): the decoder never sees the per-position states h_j, only one fixed
+summary of the source, the encoder's final states (the forward one at the last token, the
+backward one at the first), the same c at every step; all else is the same:
+
+    c = [h_S^forward; h_1^backward]       s_t = GRU([y_{t-1}; c], s_{t-1})
+    o_t = tanh(W_o [s_t; c; y_{t-1}])     logits_t = W_V o_t + b_V
+
 What changes relative to rnn.py: the data are pairs (source, target), not one text; the
 recurrence is torch's nn.GRU (gru.py writes the GRU out); what is written out here is the
 attention, the decoder step, the bridge from encoder to decoder and the output layer; sample()
@@ -24,6 +32,7 @@ Run:
     python seq2seq.py                                          # learn to normalise dates
     python seq2seq.py --sample-only --prompt "march 9, 1993"   # translate with out/seq2seq.pt
     python seq2seq.py --data pairs.tsv --tokens word           # source<TAB>target, one a line
+    python seq2seq.py --attention none                         # the same, without attention
 
 Shapes: B batch, S source time, T target time, C embedding, H hidden, A attention,
 V vocabulary, L layers, K beams.
@@ -77,13 +86,16 @@ class Seq2Seq(nn.Module):
     decode_step(y, state, memory) -> (logits, state, attention). memory and state hold tensors
     with the batch along dim 0 (in dicts and lists), so that beam search can reorder them."""
 
-    def __init__(self, src_vocab_size, tgt_vocab_size, n_embd, n_hidden, n_layer, dropout=0.0):
+    def __init__(self, src_vocab_size, tgt_vocab_size, n_embd, n_hidden, n_layer, dropout=0.0,
+                 attention="bahdanau"):
         super().__init__()
         self.src_emb = nn.Embedding(src_vocab_size, n_embd)
         self.encoder = nn.GRU(n_embd, n_hidden, n_layer, batch_first=True, bidirectional=True,
                               dropout=dropout if n_layer > 1 else 0.0)
         self.bridge = nn.Linear(2 * n_hidden, n_hidden)
-        self.attention = Attention(n_hidden, 2 * n_hidden, n_hidden)
+        # "none": no attention, the decoder reads one fixed summary c of the source instead
+        self.attention = Attention(n_hidden, 2 * n_hidden, n_hidden) if attention == "bahdanau" \
+            else None
         self.tgt_emb = nn.Embedding(tgt_vocab_size, n_embd)
         self.decoder = nn.GRU(n_embd + 2 * n_hidden, n_hidden, n_layer, batch_first=True,
                               dropout=dropout if n_layer > 1 else 0.0)
@@ -104,14 +116,20 @@ class Seq2Seq(nn.Module):
         L, B, H = self.encoder.num_layers, src.shape[0], self.encoder.hidden_size
         h_n = h_n.view(L, 2, B, H).transpose(1, 2).reshape(L, B, 2 * H)  # (L,B,2H)
         s = torch.tanh(self.bridge(h_n))  # (L,B,H)
-        memory = {"h": h, "Uh": self.attention.U(h), "mask": mask}  # (B,S,2H), (B,S,A), (B,S)
+        if self.attention is None:  # the summary c: the top layer's final states, nothing else
+            memory = {"c": h_n[-1], "mask": mask}  # (B,2H), (B,S)
+        else:
+            memory = {"h": h, "Uh": self.attention.U(h), "mask": mask}  # (B,S,2H), (B,S,A), (B,S)
         return memory, {"s": s.transpose(0, 1)}  # s (B,L,H): the batch first, as beams need
 
     def decode_step(self, y, state, memory):
         """One step: y (B,) the last token written -> logits (B,V) of the next, the new state,
-        and the attention weights (B,S) the step used."""
+        and the attention weights (B,S) the step used (without attention: zero on every token)."""
         s = state["s"].transpose(0, 1).contiguous()  # (L,B,H)
-        c, a = self.attention(s[-1], memory["h"], memory["mask"], memory["Uh"])  # (B,2H), (B,S)
+        if self.attention is None:  # the same c at every step
+            c, a = memory["c"], torch.zeros_like(memory["mask"], dtype=memory["c"].dtype)
+        else:
+            c, a = self.attention(s[-1], memory["h"], memory["mask"], memory["Uh"])  # (B,2H), (B,S)
         e = self.drop(self.tgt_emb(y))  # (B,C)
         out, s = self.decoder(torch.cat((e, c), dim=-1)[:, None], s)  # (B,1,H)
         o = torch.tanh(self.deep_out(torch.cat((out[:, 0], c, e), dim=-1)))  # (B,C)
@@ -134,8 +152,11 @@ class Seq2Seq(nn.Module):
 
 def make_model(vocab, cfg):
     """The model cfg describes, sized for vocab's source and target vocabularies."""
+    # here, not in Config: a checkpoint may have set cfg.attention after the flags were checked
+    require(not (cfg.show_attention and cfg.attention == "none"), "--show-attention: this"
+            " model (--attention none) has no attention to show")
     return Seq2Seq(len(vocab["src"]), len(vocab["tgt"]), cfg.n_embd, cfg.n_hidden, cfg.n_layer,
-                   cfg.dropout)
+                   cfg.dropout, cfg.attention)
 
 
 # ----------------------------------------------------------------------------- data
@@ -497,6 +518,8 @@ class Config:
     n_layer: int = arg(1, "recurrent layers stacked, in the encoder and the decoder", "positive")
     dropout: float = arg(0.0, "dropout on embeddings and the output layer's input",
                          "non-negative")
+    attention: str = arg("bahdanau", "bahdanau: each step attends over every source state;"
+                                     " none: every step sees one fixed summary of the source")
     # optimization
     batch_size: int = arg(64, "pairs per step", "positive")
     lr: float = arg(3e-3, "Adam learning rate, decayed along a cosine to lr/10", "positive")
@@ -528,9 +551,11 @@ class Config:
         require(self.tokens in TOKENIZERS,
                 f"--tokens must be {' or '.join(TOKENIZERS)}, got {self.tokens!r}")
         require(self.dropout < 1, f"--dropout must be below 1, got {self.dropout}")
+        require(self.attention in ("bahdanau", "none"),
+                f"--attention must be bahdanau or none, got {self.attention!r}")
 
 
-MODEL_ARGS = ("n_embd", "n_hidden", "n_layer", "tokens")  # what a checkpoint fixes
+MODEL_ARGS = ("n_embd", "n_hidden", "n_layer", "attention", "tokens")  # what a checkpoint fixes
 
 
 # ----------------------------------------------------------------------------- main
@@ -591,8 +616,8 @@ def load_checkpoint(path, cfg):
     require(who == SCRIPT, f"{path} is a checkpoint of {who}.py, not of {SCRIPT}.py")
     require(isinstance(ckpt.get("rng"), dict), f"{path} was written by an earlier {SCRIPT}.py"
             " (its random state is one tensor); train anew")
-    for name in MODEL_ARGS + ("min_freq",):
-        given, saved = getattr(cfg, name), ckpt["config"][name]
+    for name in MODEL_ARGS + ("min_freq",):  # a flag newer than the checkpoint: its default
+        given, saved = getattr(cfg, name), ckpt["config"].get(name, getattr(Config, name))
         asked = (name in cfg.flags_given if hasattr(cfg, "flags_given")
                  else given != getattr(Config, name))
         require(not asked or given == saved,

@@ -880,8 +880,8 @@ def load_checkpoint(path, cfg):
     require(who == SCRIPT, f"{path} is a checkpoint of {who}.py, not of {SCRIPT}.py")
     require(isinstance(ckpt.get("rng"), dict), f"{path} was written by an earlier {SCRIPT}.py"
             " (its random state is one tensor); train anew")
-    for name in MODEL_ARGS + ("min_freq",):
-        given, saved = getattr(cfg, name), ckpt["config"][name]
+    for name in MODEL_ARGS + ("min_freq",):  # a flag newer than the checkpoint: its default
+        given, saved = getattr(cfg, name), ckpt["config"].get(name, getattr(Config, name))
         asked = (name in cfg.flags_given if hasattr(cfg, "flags_given")
                  else given != getattr(Config, name))
         require(not asked or given == saved,

@@ -30,7 +30,8 @@ SHARED_DATA = os.path.join(os.path.dirname(ROOT), "shared", "data")
 # One colour per model in every figure, so that a reader learns them once.
 COLORS = {
     "mlp": "#7f7f7f", "rnn": "#1f77b4", "lstm": "#ff7f0e", "gru": "#2ca02c", "gpt": "#d62728",
-    "word2vec": "#17becf", "seq2seq": "#9467bd", "transformer": "#8c564b", "bert": "#e377c2",
+    "word2vec": "#17becf", "seq2seq": "#9467bd", "seq2seq-none": "#bcbd22",
+    "transformer": "#8c564b", "bert": "#e377c2",
     "baseline": "#000000",
 }
 

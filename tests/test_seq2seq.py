@@ -105,6 +105,77 @@ def test_beam_size_1_equals_greedy_and_beams_return_aligned_attention():
         assert attention.shape == (len(ids), len(example[0]))
 
 
+def summary(h, mask):
+    """The fixed summary c of --attention none, from the top layer's states h (B,S,2H): the
+    forward state at each sentence's last real token, the backward one at its first."""
+    last, H = mask.sum(1) - 1, h.shape[-1] // 2
+    return torch.cat((h[torch.arange(len(h)), last, :H], h[:, 0, H:]), dim=-1)  # (B,2H)
+
+
+def test_without_attention_only_the_summary_replaces_the_context():
+    """--attention none is the attention model with c_t replaced by the summary c at every
+    step: the same weights but the attention's, and the same logits once the attention model's
+    context is forced to c."""
+    full, none = tiny_model(dtype=torch.float64), tiny_model(dtype=torch.float64, attention="none")
+    assert none.attention is None
+    missing = none.load_state_dict(full.state_dict(), strict=False)
+    assert not missing.missing_keys
+    assert sorted(missing.unexpected_keys) == sorted(f"attention.{name}" for name, _ in
+                                                     full.attention.named_parameters())
+    src, idx, targets = seq2seq.collate(random_examples(6), "cpu")
+    memory, _ = none.encode(src)
+    torch.testing.assert_close(memory["c"], summary(full.encode(src)[0]["h"], src != 0),
+                               rtol=0, atol=1e-12)
+    logits, loss = none(src, idx, targets)
+    full.attention.forward = lambda s, h, mask, Uh=None: (summary(h, mask), torch.zeros_like(
+        mask, dtype=h.dtype))
+    forced, forced_loss = full(src, idx, targets)
+    torch.testing.assert_close(logits, forced, rtol=0, atol=1e-12)
+    torch.testing.assert_close(loss, forced_loss, rtol=0, atol=1e-12)
+    _, _, a = none.decode_step(idx[:, 0], none.encode(src)[1], memory)
+    assert a.shape == src.shape and not a.any()  # no weight on any source token
+
+
+def test_without_attention_the_states_between_the_ends_change_nothing(monkeypatch):
+    """Change the encoder's states at every position but each sentence's first and last: the
+    decoder without attention writes the same logits (it reads only the summary); with
+    attention they change, so the change reached the encoder's output."""
+    examples = [e for e in random_examples(12, seed=2) if len(e[0]) >= 4]  # 3+ tokens, <eos>
+    src, idx, targets = seq2seq.collate(examples, "cpu")
+    models = {kind: tiny_model(dtype=torch.float64, attention=kind) for kind in ("bahdanau",
+                                                                                  "none")}
+    before = {kind: model(src, idx)[0] for kind, model in models.items()}
+    unpack = torch.nn.utils.rnn.pad_packed_sequence
+
+    def disturbed(*args, **kwargs):
+        h, lengths = unpack(*args, **kwargs)
+        noise = torch.zeros_like(h)
+        for row, n in zip(noise, lengths.tolist()):
+            row[1:n - 1] = 10 * torch.randn_like(row[1:n - 1])  # not the first, not the last
+        return h + noise, lengths
+
+    monkeypatch.setattr(torch.nn.utils.rnn, "pad_packed_sequence", disturbed)
+    after = {kind: model(src, idx)[0] for kind, model in models.items()}
+    assert torch.equal(after["none"], before["none"])
+    assert (after["bahdanau"] - before["bahdanau"]).abs().max() > 1e-3
+
+
+def test_without_attention_greedy_and_beams_translate():
+    model = tiny_model(n_layer=1, seed=4, attention="none")
+    examples = random_examples(8, seed=1)
+    src = seq2seq.collate(examples, "cpu")[0]
+    greedy = seq2seq.sample(model, src, 10)
+    for i, (ids, attention) in enumerate(greedy):
+        n = len(examples[i][0])
+        assert attention.shape == (len(ids), n) and not attention.any()
+        beam_ids, _ = seq2seq.beam_search(model, src[i:i + 1, :n], 10, 1)
+        assert beam_ids.tolist()[:len(ids)] == ids
+    beams = seq2seq.sample(model, src, 10, beam_size=3)
+    assert [ids for ids, _ in beams] == [ids for ids, _ in seq2seq.sample(model, src, 10,
+                                                                           beam_size=3)]
+    assert [len(ids) for ids, _ in greedy] != [0] * len(examples)
+
+
 class PrefixModel(torch.nn.Module):
     """Next-token probabilities that depend on the whole prefix written so far, kept in the
     state: a search that gives a beam another beam's state reads the wrong row of TABLE."""
@@ -358,6 +429,46 @@ def test_cli_trains_saves_translates_and_shows_attention(tmp_path, tsv, monkeypa
     assert any(c in first for c in seq2seq.SHADES[1:])
     seq2seq.main(translate)
     assert capsys.readouterr().out == first  # translating is deterministic
+
+
+def test_cli_without_attention_trains_resumes_and_translates_from_its_checkpoint(
+        tmp_path, tsv, monkeypatch, capsys, refused):
+    monkeypatch.chdir(tmp_path)
+    args = ["--data", str(tsv), "--tokens", "word", *map(str, TINY)]
+    seq2seq.main([*args, "--attention", "none", "--max-steps", "10"])
+    assert "step    10 | train loss" in capsys.readouterr().out
+    ckpt = torch.load(tmp_path / "out" / "seq2seq.pt", weights_only=True)
+    assert ckpt["config"]["attention"] == "none"
+    assert not any(name.startswith("attention.") for name in ckpt["model"])
+    seq2seq.main([*args, "--max-steps", "20", "--resume"])  # its model, not the default's
+    out = capsys.readouterr().out
+    assert "resuming from step 10" in out and "step    20 | train loss" in out
+    for beams in ("1", "3"):  # rebuilt from the checkpoint alone: its weights load strictly
+        seq2seq.main(["--sample-only", "--prompt", "a b c", "--beam-size", beams])
+        assert "a b c  -> " in capsys.readouterr().out
+    refused(seq2seq, "--sample-only", "--attention", "bahdanau",
+            says=["--attention bahdanau differs from the checkpoint's none"])
+    refused(seq2seq, *args, "--resume", "--attention", "bahdanau", says=["--attention bahdanau"])
+    refused(seq2seq, "--sample-only", "--show-attention",
+            says=["--show-attention", "no attention to show"])
+    refused(seq2seq, *args, "--attention", "none", "--show-attention", says=["no attention"])
+    refused(seq2seq, *args, "--attention", "luong",
+            says=["--attention must be bahdanau or none, got 'luong'"])
+
+
+def test_a_checkpoint_from_before_attention_was_a_flag_is_bahdanaus(tmp_path, tsv, monkeypatch,
+                                                                    capsys, refused):
+    monkeypatch.chdir(tmp_path)
+    seq2seq.main(["--data", str(tsv), "--tokens", "word", "--max-steps", "5", *map(str, TINY)])
+    path = tmp_path / "out" / "seq2seq.pt"
+    ckpt = torch.load(path, weights_only=True)
+    del ckpt["config"]["attention"]
+    torch.save(ckpt, path)
+    capsys.readouterr()
+    seq2seq.main(["--sample-only", "--prompt", "a b c"])
+    assert "a b c  -> " in capsys.readouterr().out
+    refused(seq2seq, "--sample-only", "--attention", "none",
+            says=["--attention none differs from the checkpoint's bahdanau"])
 
 
 def test_script_runs_from_the_command_line(tmp_path, tsv):
