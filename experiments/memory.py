@@ -2,7 +2,8 @@
 Hochreiter & Schmidhuber (1997), "Long Short-Term Memory", as set by Arjovsky, Shah & Bengio
 (2016), "Unitary Evolution Recurrent Neural Networks", arXiv:1511.06464.
 
-    python experiments/memory.py --threads 1   # figures/memory.png and memory.json (~30 min)
+    python experiments/memory.py --threads 1   # figures/memory.png and memory.json (~1 h)
+    python experiments/memory.py --threads 1 --lengths 10 25 50 100   # the committed figure
     python experiments/memory.py --quick       # the same code at toy sizes, into out/figures/
     python experiments/memory.py --plot-only   # redraw memory.png from memory.json
 
@@ -136,7 +137,9 @@ def input_gradients(model, T, n):
 
 
 def measure(args):
-    size = SIZES["quick" if args.quick else "full"]
+    size = {**SIZES["quick" if args.quick else "full"]}
+    if args.lengths:
+        size["lengths"] = args.lengths
     lengths, T_max = size["lengths"], size["lengths"][-1]
     runs, gradients = {}, {}
     for cell in CELLS:
@@ -242,7 +245,14 @@ def report(data):
 
 
 def main(argv=None):
-    args = figure.parser(__doc__).parse_args(argv)
+    p = figure.parser(__doc__)
+    p.add_argument("--lengths", type=figure.positive(int), nargs="+", default=None,
+                   help="the sequence lengths T, increasing (default: 10 25 50 100 200;"
+                   " --quick: 6 12); the mechanism panel at the last")
+    args = p.parse_args(argv)
+    if args.lengths and (min(args.lengths) < 2 or args.lengths != sorted(set(args.lengths))):
+        figure.refuse(f"--lengths must increase, each at least 2 (a marker per half); got"
+                      f" {' '.join(map(str, args.lengths))}")
     report(figure.run("memory", args, measure, draw))
 
 

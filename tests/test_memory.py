@@ -112,6 +112,9 @@ def test_the_figure_draws_the_json(tmp_path):
     (["--bogus"], ["unrecognized arguments: --bogus"]),
     (["--threads", "0"], ["--threads", "must be positive"]),
     (["--quick", "--plot-only"], ["no ", "memory.json to redraw"]),
+    (["--lengths", "10", "5"], ["--lengths must increase", "got 10 5"]),
+    (["--lengths", "1", "5"], ["--lengths must increase, each at least 2"]),
+    (["--lengths", "0"], ["--lengths", "must be positive"]),
 ])
 def test_bad_flags_refused_in_one_line(refused, tmp_path, args, says):
     refused(memory, *args, "--out", tmp_path / "empty", says=says)
