@@ -2,8 +2,8 @@
 Hochreiter & Schmidhuber (1997), "Long Short-Term Memory", as set by Arjovsky, Shah & Bengio
 (2016), "Unitary Evolution Recurrent Neural Networks", arXiv:1511.06464.
 
-    python experiments/memory.py --threads 1   # figures/memory.png and memory.json (~1 h)
-    python experiments/memory.py --threads 1 --lengths 10 25 50 100   # the committed figure
+    python experiments/memory.py --threads 1   # figures/memory.png and memory.json (~25 min)
+    python experiments/memory.py --threads 1 --lengths 10 25 50 100   # ~10 min, without 200
     python experiments/memory.py --quick       # the same code at toy sizes, into out/figures/
     python experiments/memory.py --plot-only   # redraw memory.png from memory.json
 
