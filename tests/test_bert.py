@@ -248,6 +248,10 @@ def test_character_tokens_unknowns_and_cut():
     tok = bert.Tokenizer(bert.SPECIALS + list("abc "))
     assert tok.tokenize("ab z") == ["a", "b", " ", "[UNK]"]
     assert tok.encode("abcabc", 5) == [tok.cls, 5, 6, 7, tok.sep]
+    assert tok.cut("abcabc", 5) == "abc"
+    pieces = bert.Tokenizer(bert.SPECIALS + ["un", "##do", "##ing", "it", "!"], wordpiece=True)
+    assert pieces.tokenize("Undoing it!") == ["un", "##do", "##ing", "it", "!"]
+    assert pieces.cut("Undoing it!", 6) == "undoing it"
 
 
 # ----------------------------------------------------------------------------- data
@@ -382,7 +386,8 @@ def test_cli_trains_saves_and_searches(tmp_path, pairs_file):
     assert "data: 29 train / 3 held-out pairs" in r.stdout
     assert re.search(r"^step     3 \| .* masked LM$", r.stdout, flags=re.M)
     assert re.search(r"^step     6 \| .* contrastive \| val R@1", r.stdout, flags=re.M)
-    assert re.search(r"search 3 held-out \| model  \| R@1 .*\n.* \| tf-idf \| R@1", r.stdout)
+    assert re.search(r"search 3 held-out \| R@1 .* \| model\n.* \| tf-idf, the same text\n"
+                     r".* \| tf-idf, whole texts\n", r.stdout)
     assert "query: " in r.stdout and "  <- answer" in r.stdout or "(answer:" in r.stdout
     ckpt = torch.load(tmp_path / "out" / "bert.pt", weights_only=True)
     assert ckpt["script"] == "bert" and ckpt["step"] == 6 and not ckpt["wordpiece"]
