@@ -1,43 +1,38 @@
 """
 bert.py - text search on an encoder-only Transformer in BERT's layout: pre-trained as a masked
-language model, then fine-tuned to embed a query near its document. Devlin et al. (2018), "BERT",
+language model, then fine-tuned to embed a query near its document. Devlin et al. (2018), BERT,
 arXiv:1810.04805 (post-LayerNorm blocks, learned positions, GELU, masked-LM pre-training);
-Reimers & Gurevych (2019), Sentence-BERT, arXiv:1908.10084 (mean pooling); Gao, Yao & Chen
-(2021), SimCSE, arXiv:2104.08821, and van den Oord et al. (2018), arXiv:1807.03748 (InfoNCE:
-in-batch negatives, temperature 0.05). One block, x (B,T,C), m (B,T) the mask, 1 where a token
-is real and 0 on padding:
+Reimers & Gurevych (2019), Sentence-BERT, arXiv:1908.10084 (mean pooling); Gao et al. (2021),
+SimCSE, arXiv:2104.08821, and van den Oord et al. (2018), arXiv:1807.03748 (InfoNCE, in-batch
+negatives, temperature 0.05). One block, x (B,T,C), m (B,T) 1 on real tokens, 0 on padding:
 
     x = LayerNorm(x + attention.output.dense(softmax(q k^T / sqrt(hs) + log m) v))   q,k,v per head
     x = LayerNorm(x + output.dense(gelu(intermediate.dense(x))))        GELU exact: x Phi(x)
 
-A text's embedding is the mean of the last layer over its real tokens: e = sum_t m_t x_t / sum m.
+A text's embedding is its last layer's mean over real tokens, e = sum_t m_t x_t / sum_t m_t.
 Stage 1, masked LM: 15% of each text's tokens are chosen, 80% of them become [MASK], 10% a random
-token, 10% stay; the loss is the cross-entropy of the chosen ones, from a head tied to the token
-embedding. Stage 2, contrastive, on a batch of B pairs (query q_i, document d_i):
+token, 10% stay; the loss is the chosen ones' cross-entropy, from a head tied to the token
+embedding. Stage 2, contrastive, on B pairs (query q_i, document d_i):
 
     s_ij = cos(e(q_i), e(d_j)) / tau,   loss = -1/B sum_i log softmax_j(s_ij)[i]   (tau = 0.05)
 
-LayerNorm, attention with its padding mask, GELU, the pooling and both losses are written from
-tensor operations; the tests hold a block against torch.nn.TransformerEncoderLayer (norm_first=
-False) and the whole model against transformers' BertModel. Parameter names are BertModel's
-(embeddings.word_embeddings, encoder.layer.{i}.attention.self.query, ..., cls.predictions), so
-BERT.from_pretrained reads a folder in that layout (config.json, model.safetensors, vocab.txt);
-its vocab.txt is read by BERT's WordPiece tokenizer, written out here too.
+LayerNorm, attention with its padding mask, GELU, pooling, both losses and BERT's WordPiece
+tokenizer are written out; the tests hold a block against torch.nn.TransformerEncoderLayer
+(norm_first=False), the model against transformers' BertModel. Parameter names are BertModel's
+(embeddings.word_embeddings, encoder.layer.{i}.attention.self.query, ...), so from_pretrained
+reads a folder in that layout (config.json, model.safetensors, vocab.txt).
 
-What changes from gpt.py: the model (no causal mask, LayerNorm after each sublayer, token types,
-a pooled embedding), the data (pairs, not a stream), the two training stages, and sample():
-it ranks documents for a query instead of writing text. The default task searches the Python
-standard library: each function with a docstring of 4+ words gives a pair (its docstring, its
-code without the docstring, whitespace collapsed); a tenth of the files is held out, and each
-held-out docstring ranks all held-out functions (recall@1, @10, MRR), beside tf-idf's ranking.
+What changes from gpt.py: the model (no causal mask, LayerNorm after each sublayer, a pooled
+embedding), pairs instead of a stream, two training stages, search() in sample()'s place.
+The default task: each standard-library function with a docstring of 4+ words gives a pair
+(docstring, its code without the docstring, whitespace collapsed); a tenth of the files is held
+out, and each held-out docstring ranks all held-out functions (recall@1, @10, MRR, and tf-idf's).
 
-Run `python bert.py` to train on it, then search; `--sample-only --prompt "return the larger of
-two numbers"` searches with the checkpoint in out/; `--data pairs.tsv` (query<TAB>document a line)
-trains on yours; `--sample-only --index docs.txt` searches one document a line; `--init-from DIR`
-starts from a BertModel folder (e.g. all-MiniLM-L6-v2) with its WordPiece tokens.
-
-Shapes: B batch, T tokens, C embedding (n_embd), nh heads, hs head size C/nh, V vocabulary,
-N documents.
+Run `python bert.py` to train, then search; `--sample-only --prompt "return the larger of two
+numbers"` searches with the checkpoint in out/; `--data pairs.tsv` (query<TAB>document a line)
+trains on yours; `--sample-only --index docs.txt --prompt ...` searches one document a line;
+`--init-from DIR` starts from a BertModel folder (e.g. all-MiniLM-L6-v2) and its WordPiece tokens.
+Shapes: B batch, T tokens, C embedding (n_embd), nh heads, hs head size C/nh, V vocabulary.
 """
 
 import argparse

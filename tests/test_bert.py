@@ -2,6 +2,7 @@
 its two training stages, search, and CLI."""
 import gzip
 import itertools
+import math
 import os
 import re
 import signal
@@ -314,6 +315,9 @@ def test_contrastive_loss_rank_metrics_and_tfidf():
     assert tfidf.argmax(1).tolist() == [0, 2, 1]
     # "x = open_file(p)" has 4 terms, each in one document (equal idf); the query 2 of them
     assert tfidf[1, 2] == pytest.approx(2 / (2 ** 0.5 * 4 ** 0.5), rel=1e-12)
+    # "def mul(a, b): return a * b": mul in 1 document of 3; def, return, a (twice), b (twice) in 2
+    i1, i2 = math.log(3 / 1) + 1, math.log(3 / 2) + 1
+    assert tfidf[2, 1] == pytest.approx(i1 / math.sqrt(i1 ** 2 + 10 * i2 ** 2), rel=1e-12)
 
 
 # ----------------------------------------------------------------------------- training
@@ -400,28 +404,31 @@ def logged_steps(out):
 def test_cli_ctrl_c_saves_and_resume_reaches_the_same_weights(tmp_path, pairs_file, monkeypatch,
                                                                capsys):
     """With dropout on, so that every generator's state (batches, masking, dropout) comes back;
-    cut in the first stage, resumed through both."""
+    Ctrl-C during step 4 (between checkpoints, which come every 3 steps): saved at step 5, in
+    the first stage, and resumed through both."""
     monkeypatch.chdir(tmp_path)
     args = ["--data", str(pairs_file), "--mlm-steps", "6", "--steps", "6", "--num-samples", "0",
             "--dropout", "0.2", *map(str, TINY)]
     bert.main([*args, "--out-dir", "whole"])
-    save = bert.save_checkpoint
+    loss, calls = bert.stage_loss, []
 
-    def save_then_ctrl_c(path, ckpt):  # Ctrl-C arrives right after the step-3 checkpoint
-        save(path, ckpt)
-        if ckpt["step"] == 3:
+    def ctrl_c_in_step_4(*args):
+        calls.append(torch.is_grad_enabled())
+        if sum(calls) == 5 and calls[-1]:
             os.kill(os.getpid(), signal.SIGINT)
+        return loss(*args)
 
-    monkeypatch.setattr(bert, "save_checkpoint", save_then_ctrl_c)
+    monkeypatch.setattr(bert, "stage_loss", ctrl_c_in_step_4)
     capsys.readouterr()
     with pytest.raises(SystemExit) as exit_:
         bert.main([*args, "--out-dir", "cut"])
     assert exit_.value.code == 130
-    assert "interrupted at step 3; saved" in capsys.readouterr().out
-    assert torch.load(tmp_path / "cut" / "bert.pt", weights_only=True)["step"] == 3
-    monkeypatch.setattr(bert, "save_checkpoint", save)
+    out = capsys.readouterr().out
+    assert "interrupted at step 5; saved" in out and logged_steps(out) == [0, 3]
+    assert torch.load(tmp_path / "cut" / "bert.pt", weights_only=True)["step"] == 5
+    monkeypatch.setattr(bert, "stage_loss", loss)
     bert.main([*args, "--out-dir", "cut", "--resume"])
-    assert logged_steps(capsys.readouterr().out) == [6, 9, 12]  # on from step 3
+    assert logged_steps(capsys.readouterr().out) == [6, 9, 12]  # on from step 5
     whole = torch.load(tmp_path / "whole" / "bert.pt", weights_only=True)
     resumed = torch.load(tmp_path / "cut" / "bert.pt", weights_only=True)
     assert resumed["step"] == 12
