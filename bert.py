@@ -207,7 +207,7 @@ class BERT(nn.Module):
     def from_pretrained(cls, name_or_dir, block_size=None, dropout=0.0):
         """A BERT from a folder in transformers' layout (config.json, model.safetensors; keys of
         BertModel, or of BertForMaskedLM with "bert." before them), or a hub name fetched with
-        huggingface_hub. Returns the model and the folder's vocabulary (vocab.txt's lines).
+        huggingface_hub; the folder's vocabulary (vocab.txt's lines) comes as model.vocab.
         The pooler is left out (embed() pools by the mean); a missing MLM head stays as
         initialised; a block_size below the folder's keeps the first rows of the positions."""
         folder = str(name_or_dir)
@@ -252,7 +252,8 @@ class BERT(nn.Module):
             vocab = [line.rstrip("\n") for line in f]
         require(len(vocab) == hf["vocab_size"], f"--init-from {name_or_dir}: vocab.txt has"
                 f" {len(vocab)} tokens, config.json says {hf['vocab_size']}")
-        return model, vocab
+        model.vocab = vocab  # for Tokenizer(model.vocab, wordpiece=True)
+        return model
 
 
 def contrastive_loss(q, d, temperature):
@@ -908,8 +909,9 @@ def run(cfg):
                 " no --data (search your documents with --index)")
         cfg.data = cfg.data or ckpt["config"]["data"]
     if cfg.init_from:  # the folder first: refused, if it is, before the data is read
-        model, vocab = BERT.from_pretrained(cfg.init_from, cfg.block_size if "block_size" in given
-                                            else None, cfg.dropout)
+        model = BERT.from_pretrained(cfg.init_from, cfg.block_size if "block_size" in given
+                                     else None, cfg.dropout)
+        vocab = model.vocab
         adopt(cfg, model.config, cfg.init_from)
         tok = Tokenizer(vocab, wordpiece=True)
     pairs = None if cfg.index else load_pairs(cfg.data)

@@ -167,9 +167,9 @@ def test_from_pretrained_equals_transformers_bert_model_with_padding(tmp_path):
     config = dict(vocab_size=99, hidden_size=16, num_hidden_layers=2, num_attention_heads=4,
                   intermediate_size=40, max_position_embeddings=32)
     hf = save_hf_bert(tmp_path / "hf", **config)
-    model, vocab = bert.BERT.from_pretrained(tmp_path / "hf")
-    model.double().eval()
-    assert len(vocab) == 99 and model.config["n_inner"] == 40
+    model = bert.BERT.from_pretrained(tmp_path / "hf").double().eval()
+    assert model.vocab[:5] == bert.SPECIALS and len(model.vocab) == 99
+    assert model.config["n_inner"] == 40
     idx, mask = padded_batch(99, [32, 20, 5], 32)
     with torch.no_grad():
         ref = hf(input_ids=idx, attention_mask=mask).last_hidden_state
@@ -178,7 +178,7 @@ def test_from_pretrained_equals_transformers_bert_model_with_padding(tmp_path):
         torch.testing.assert_close(h[real], ref[real], rtol=0, atol=1e-9)
         pooled = (ref * mask[..., None]).sum(1) / mask.sum(1, keepdim=True)
         torch.testing.assert_close(model.embed(idx, mask), pooled, rtol=0, atol=1e-9)
-    cropped, _ = bert.BERT.from_pretrained(tmp_path / "hf", block_size=16)
+    cropped = bert.BERT.from_pretrained(tmp_path / "hf", block_size=16)
     assert cropped.embeddings["position_embeddings"].weight.shape == (16, 16)
 
 
@@ -186,8 +186,7 @@ def test_from_pretrained_reads_a_masked_lm_and_its_tied_head(tmp_path):
     hf = save_hf_bert(tmp_path / "mlm", "BertForMaskedLM", vocab_size=60, hidden_size=16,
                       num_hidden_layers=1, num_attention_heads=2, intermediate_size=64,
                       max_position_embeddings=16)
-    model, _ = bert.BERT.from_pretrained(tmp_path / "mlm")
-    model.double().eval()
+    model = bert.BERT.from_pretrained(tmp_path / "mlm").double().eval()
     idx, mask = padded_batch(60, [16, 6], 16)
     with torch.no_grad():
         ref = hf(input_ids=idx, attention_mask=mask).logits
@@ -207,6 +206,22 @@ def test_from_pretrained_refusals(tmp_path, monkeypatch):
                  num_attention_heads=2, intermediate_size=16, max_position_embeddings=8)
     with pytest.raises(bert.BadInput, match="more than"):
         bert.BERT.from_pretrained(tmp_path / "hf", block_size=9)
+    asked = []
+
+    def snapshot_download(repo, allow_patterns):  # the hub, offline: one repository cached
+        asked.append(repo)
+        if repo != "org/tiny":
+            raise FileNotFoundError("offline")
+        return str(tmp_path / "hf")
+
+    hub = type(os)("huggingface_hub")
+    hub.snapshot_download = snapshot_download
+    monkeypatch.setitem(os.sys.modules, "huggingface_hub", hub)
+    assert bert.BERT.from_pretrained("org/tiny").config["n_embd"] == 8
+    refused("org/other", "cannot fetch it from the Hugging Face hub (FileNotFoundError)")
+    assert asked == ["org/tiny", "org/other"]
+    monkeypatch.setitem(os.sys.modules, "huggingface_hub", None)
+    refused("org/other", "this needs huggingface_hub: pip install huggingface_hub")
     monkeypatch.setitem(os.sys.modules, "safetensors.torch", None)  # as if not installed
     refused(tmp_path / "hf", "this needs safetensors: pip install safetensors")
 
