@@ -938,11 +938,11 @@ def run(cfg):
     n_params = sum(p.numel() for p in model.parameters())
     print(f"{SCRIPT}.py: {n_params / 1e6:.2f}M parameters, vocabulary {len(vocab)}"
           f" ({'WordPiece' if tok.wordpiece else 'characters'}), on {device}")
-    if pairs:
+    if not cfg.sample_only:
         data = tokenize_pairs(pairs, tok, cfg.block_size)
         print(f"data: {len(pairs['train']):,} train / {len(pairs['val']):,} held-out pairs"
               + (f"; resuming from step {step}" if cfg.resume else ""))
-    if not cfg.sample_only:
+
         def save(step):
             save_checkpoint(path, {"script": SCRIPT, "config": dataclasses.asdict(cfg),
                                    "vocab": vocab, "wordpiece": tok.wordpiece,
