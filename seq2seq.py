@@ -716,7 +716,9 @@ def run(cfg):
         output = [vocab["tgt"][i] for i in ids]
         print("-" * 80)
         print(f"{JOIN[cfg.tokens].join(source)}  ->  {JOIN[cfg.tokens].join(output)}")
-        if cfg.show_attention or k == 0 and not cfg.sample_only:
+        # the first translation's map after training, every one with --show-attention
+        # (a model without attention has all-zero weights: no map)
+        if cfg.show_attention or k == 0 and not cfg.sample_only and attention.any():
             print(attention_map(source, output, attention))
 
 

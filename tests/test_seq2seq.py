@@ -436,7 +436,10 @@ def test_cli_without_attention_trains_resumes_and_translates_from_its_checkpoint
     monkeypatch.chdir(tmp_path)
     args = ["--data", str(tsv), "--tokens", "word", *map(str, TINY)]
     seq2seq.main([*args, "--attention", "none", "--max-steps", "10"])
-    assert "step    10 | train loss" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "step    10 | train loss" in out
+    translations = out.split("-" * 80 + "\n")[1:]  # each its one line: no map of no attention
+    assert translations and all(t.count("\n") == 1 for t in translations)
     ckpt = torch.load(tmp_path / "out" / "seq2seq.pt", weights_only=True)
     assert ckpt["config"]["attention"] == "none"
     assert not any(name.startswith("attention.") for name in ckpt["model"])
