@@ -3,7 +3,7 @@ You Need", arXiv:1706.03762, Table 1. Per layer, on n positions of width d, self
 O(n^2 d) in O(1) sequential steps, recurrence O(n d^2) in O(n) steps; generating, a key/value
 cache makes each new token O(n), where a recurrent state makes it O(1).
 
-    python experiments/cost.py               # figures/cost.png and cost.json (~10 minutes)
+    python experiments/cost.py               # figures/cost.png and cost.json (a few minutes)
     python experiments/cost.py --quick       # the same code at toy sizes, into out/figures/
     python experiments/cost.py --plot-only   # redraw cost.png from cost.json
 
