@@ -16,7 +16,7 @@ and it can only do so by carrying the first marked value across at least T/2 ste
 The models: the project's rnn.RNN, lstm.LSTM and gru.GRU (input 2, hidden 128), and a linear
 readout of the last hidden state, y = W h_T + b. Each is trained on fresh random batches with
 the mean squared error, Adam, the gradient's norm clipped to 1, the same step budget and seeds;
-the learning rate per cell (LR: the RNN diverges at the gated cells' 1e-2, and the LSTM sits at
+the learning rate per cell (LR: the RNN does not learn at the gated cells' 1e-2, the LSTM sits at
 the baseline at the RNN's 1e-3). Training stops early when the running train MSE, the mean of
 the batches' MSE over the last EVERY steps (checked every EVERY steps), falls below TARGET.
 Measured: the MSE on a fixed held-out set of sequences per T, the steps and seconds taken, and
