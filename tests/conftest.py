@@ -1,4 +1,5 @@
 """Shared test helpers: run a script's CLI, make tiny corpora, find ../shared/data."""
+import json
 import math
 import os
 import signal
@@ -50,6 +51,19 @@ def run_script(script, *args, cwd, timeout=120):
     cmd = [sys.executable, os.path.join(ROOT, script), *map(str, args)]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     return subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=timeout, env=env)
+
+
+def quick_run(name, out, *args):
+    """Run `experiments/<name>.py --quick --out out` and check what it leaves there: exactly
+    name.png (a PNG small enough for the README) and name.json. Returns the finished process
+    and the JSON's numbers."""
+    r = run_script(f"experiments/{name}.py", "--quick", "--out", out, *args, cwd=out)
+    assert r.returncode == 0, r.stderr
+    assert sorted(os.listdir(out)) == [f"{name}.json", f"{name}.png"]
+    png = open(os.path.join(out, f"{name}.png"), "rb").read()
+    assert png.startswith(b"\x89PNG") and len(png) < 200_000
+    with open(os.path.join(out, f"{name}.json")) as f:
+        return r, json.load(f)
 
 
 @pytest.fixture

@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from conftest import ROOT, SHARED_DATA, run_script
+from conftest import ROOT, SHARED_DATA, quick_run
 
 sys.path.append(os.path.join(ROOT, "experiments"))  # after the scripts: nothing shadows them
 import bottleneck  # noqa: E402
@@ -59,13 +59,7 @@ def check_reversal(data):
 
 
 def test_quick_run_writes_every_number_and_redraws(tmp_path, capsys):
-    r = run_script("experiments/bottleneck.py", "--quick", "--threads", 1, "--out", tmp_path,
-                   cwd=tmp_path)
-    assert r.returncode == 0, r.stderr
-    assert sorted(os.listdir(tmp_path)) == ["bottleneck.json", "bottleneck.png"]
-    png = (tmp_path / "bottleneck.png").read_bytes()
-    assert png.startswith(b"\x89PNG") and len(png) < 200_000
-    data = json.loads((tmp_path / "bottleneck.json").read_text())
+    r, data = quick_run("bottleneck", tmp_path, "--threads", 1)
     assert data["quick"] and data["machine"]["threads"] == 1
     assert data["settings"]["decoding"] == "greedy"
     check_reversal(data)

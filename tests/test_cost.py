@@ -8,7 +8,7 @@ import sys
 import pytest
 import torch
 
-from conftest import ROOT, run_script
+from conftest import ROOT, quick_run
 
 sys.path.append(os.path.join(ROOT, "experiments"))  # after the scripts: nothing shadows them
 import cost  # noqa: E402
@@ -16,12 +16,7 @@ import gpt  # noqa: E402
 
 
 def test_quick_run_writes_every_number_and_redraws(tmp_path, capsys):
-    r = run_script("experiments/cost.py", "--quick", "--out", tmp_path, cwd=tmp_path)
-    assert r.returncode == 0, r.stderr
-    assert sorted(os.listdir(tmp_path)) == ["cost.json", "cost.png"]
-    png = (tmp_path / "cost.png").read_bytes()
-    assert png.startswith(b"\x89PNG") and len(png) < 200_000
-    data = json.loads((tmp_path / "cost.json").read_text())
+    r, data = quick_run("cost", tmp_path)
     quick = cost.SIZES["quick"]
     repeats = {"step_seconds": "repeats", "token_seconds": "token_repeats"}
     assert data["quick"] and data["lengths"] == quick["lengths"]

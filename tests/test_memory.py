@@ -9,7 +9,7 @@ import sys
 import pytest
 import torch
 
-from conftest import ROOT, run_script
+from conftest import ROOT, quick_run
 
 sys.path.append(os.path.join(ROOT, "experiments"))  # after the scripts: nothing shadows them
 import memory  # noqa: E402
@@ -55,13 +55,7 @@ def test_reach_and_the_title_come_from_the_numbers():
 
 
 def test_quick_run_writes_every_number_and_redraws(tmp_path, capsys, monkeypatch):
-    r = run_script("experiments/memory.py", "--quick", "--threads", "1", "--out", tmp_path,
-                   cwd=tmp_path)
-    assert r.returncode == 0, r.stderr
-    assert sorted(os.listdir(tmp_path)) == ["memory.json", "memory.png"]
-    png = (tmp_path / "memory.png").read_bytes()
-    assert png.startswith(b"\x89PNG") and len(png) < 200_000
-    data = json.loads((tmp_path / "memory.json").read_text())
+    r, data = quick_run("memory", tmp_path, "--threads", 1)
     quick = memory.SIZES["quick"]
     assert data["quick"] and data["lengths"] == quick["lengths"]
     assert data["machine"]["threads"] == 1
@@ -79,6 +73,7 @@ def test_quick_run_writes_every_number_and_redraws(tmp_path, capsys, monkeypatch
             grads = data["gradients"][cell][state]
             assert len(grads) == quick["lengths"][-1]
             assert all(math.isfinite(g) and g > 0 for g in grads)
+    png = (tmp_path / "memory.png").read_bytes()
     (tmp_path / "memory.png").unlink()
     monkeypatch.setattr(memory, "measure", lambda args: pytest.fail("--plot-only measured"))
     memory.main(["--plot-only", "--out", str(tmp_path)])
