@@ -20,6 +20,7 @@ machine's load; the seconds are recorded beside them.
     python experiments/bottleneck.py --threads 1      # figures/bottleneck.{png,json}, ~25 min
     python experiments/bottleneck.py --quick          # the same code at toy sizes, out/figures/
     python experiments/bottleneck.py --plot-only      # redraw bottleneck.png from its JSON
+    python experiments/bottleneck.py --threads 1 --multi30k-steps 1500 --out out/long  # ~1 h
 """
 import os
 import random
@@ -170,6 +171,8 @@ def multi30k_task(size, seed, folder):
 
 def measure(args):
     size = SIZES["quick" if args.quick else "full"]
+    if args.multi30k_steps:  # a longer (or shorter) translation run than the default's
+        size = {**size, "multi30k": {**size["multi30k"], "max_steps": args.multi30k_steps}}
     out = {"settings": {**size, "seed": args.seed, "decoding": "greedy",
                         "reversal_lengths": REVERSAL_LENGTHS}}
     out["reversal"] = reversal(size["reversal"], args.seed)
@@ -270,6 +273,8 @@ def main(argv=None):
     p.add_argument("--multi30k", default=multi30k.DATA,
                    help="folder of Multi30k's {train,val,test_2016_flickr}.{de,en}.gz"
                         " (default ../shared/data/multi30k); absent: task B is skipped")
+    p.add_argument("--multi30k-steps", type=figure.positive(int), default=0, metavar="N",
+                   help="train each Multi30k model N steps (default: 350, --quick 3)")
     args = p.parse_args(argv)
     data = figure.run("bottleneck", args, measure, draw)
     if args.plot_only:

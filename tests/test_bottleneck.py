@@ -59,7 +59,7 @@ def check_reversal(data):
 
 
 def test_quick_run_writes_every_number_and_redraws(tmp_path, capsys):
-    r, data = quick_run("bottleneck", tmp_path, "--threads", 1)
+    r, data = quick_run("bottleneck", tmp_path, "--threads", 1, "--multi30k-steps", 2)
     assert data["quick"] and data["machine"]["threads"] == 1
     assert data["settings"]["decoding"] == "greedy"
     check_reversal(data)
@@ -72,7 +72,7 @@ def test_quick_run_writes_every_number_and_redraws(tmp_path, capsys):
         assert sum(m30["counts"]) == quick["limit"] and m30["decoding"] == "greedy"
         for m in m30["models"].values():
             assert len(m["bleu"]) == len(m30["counts"]) and 0 <= m["bleu_overall"] <= 1
-            assert m["steps"] == quick["max_steps"]
+            assert m["steps"] == 2 != quick["max_steps"]  # --multi30k-steps, not the size's
         assert "| Multi30k: source tokens |" in r.stdout and "| all | 300 |" in r.stdout
     else:
         assert "skipped" in m30
@@ -117,6 +117,7 @@ def test_the_title_states_the_numbers_drawn():
     (["--bogus"], ["unrecognized arguments: --bogus"]),
     (["--threads", "0"], ["--threads", "must be positive"]),
     (["--seed", "x"], ["--seed", "invalid int value"]),
+    (["--multi30k-steps", "0"], ["--multi30k-steps", "must be positive"]),
     (["--quick", "--plot-only"], ["no ", "bottleneck.json to redraw"]),
 ])
 def test_bad_flags_refused_in_one_line(refused, tmp_path, args, says):
