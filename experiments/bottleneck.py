@@ -17,10 +17,9 @@ B. Multi30k de->en (../shared/data/multi30k, read by benchmarks/multi30k.py's re
 The budget is a number of steps, not of seconds, so that the numbers do not depend on the
 machine's load; the seconds are recorded beside them.
 
-    python experiments/bottleneck.py --threads 1      # figures/bottleneck.{png,json}, ~25 min
+    python experiments/bottleneck.py --threads 1      # figures/bottleneck.{png,json}, ~17 min
     python experiments/bottleneck.py --quick          # the same code at toy sizes, out/figures/
     python experiments/bottleneck.py --plot-only      # redraw bottleneck.png from its JSON
-    python experiments/bottleneck.py --threads 1 --multi30k-steps 1500 --out out/long  # ~1 h
 """
 import os
 import random
@@ -43,7 +42,7 @@ SIZES = {  # the default run, and --quick's toy one (same code)
     "full": {
         "reversal": dict(train=20_000, test=2_000, max_steps=400, n_embd=32, n_hidden=128,
                          batch_size=64, lr=3e-3, dropout=0.0, max_new_tokens=64, tokens="char"),
-        "multi30k": dict(limit=0, max_steps=350, n_embd=128, n_hidden=256, batch_size=64,
+        "multi30k": dict(limit=0, max_steps=1500, n_embd=128, n_hidden=256, batch_size=64,
                          lr=2e-3, dropout=0.0, min_freq=2, max_new_tokens=60, tokens="word"),
     },
     "quick": {
@@ -274,7 +273,7 @@ def main(argv=None):
                    help="folder of Multi30k's {train,val,test_2016_flickr}.{de,en}.gz"
                         " (default ../shared/data/multi30k); absent: task B is skipped")
     p.add_argument("--multi30k-steps", type=figure.positive(int), default=0, metavar="N",
-                   help="train each Multi30k model N steps (default: 350, --quick 3)")
+                   help="train each Multi30k model N steps (default: 1500, --quick 3)")
     args = p.parse_args(argv)
     data = figure.run("bottleneck", args, measure, draw)
     if args.plot_only:
