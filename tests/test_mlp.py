@@ -315,9 +315,9 @@ def test_ctrl_c_saves_and_resume_reaches_the_same_weights(tmp_path, tiny_file, m
     monkeypatch.setattr(mlp, "get_batch", get_batch)
     started, train = [], mlp.train
 
-    def recording_train(model, optimizer, data, cfg, step=0, save=None):
+    def recording_train(model, optimizer, data, cfg, step=0, *args):
         started.append(step)
-        return train(model, optimizer, data, cfg, step, save)
+        return train(model, optimizer, data, cfg, step, *args)
 
     monkeypatch.setattr(mlp, "train", recording_train)
     mlp.main([*args, "--out-dir", "cut", "--resume"])

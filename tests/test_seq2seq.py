@@ -562,7 +562,7 @@ def test_rng_states_keep_the_devices_generator_too(monkeypatch):
     CPU's (faked here, so that the test runs anywhere)."""
     restored = {}
     for kind in ("cuda", "mps"):
-        module = seq2seq.GENERATORS[kind]
+        module = {"cuda": torch.cuda, "mps": torch.mps}[kind]
         monkeypatch.setattr(module, "get_rng_state",
                             lambda device, k=kind: torch.tensor([k == "mps"]))
         monkeypatch.setattr(module, "set_rng_state",
