@@ -314,9 +314,9 @@ def encode(text, chars=None):
     chars None: GPT-2's tokens."""
     if chars is None:
         return torch.tensor(gpt2_tokens().encode_ordinary(text), dtype=torch.long)
-    stoi = {c: i for i, c in enumerate(chars)}
-    unseen = sorted(set(text) - stoi.keys())
+    unseen = sorted(set(text) - set(chars))
     require(not unseen, f"characters not in the vocabulary: {''.join(unseen)!r}")
+    stoi = {c: i for i, c in enumerate(chars)}
     return torch.tensor([stoi[c] for c in text], dtype=torch.long)
 
 

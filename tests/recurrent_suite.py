@@ -12,9 +12,9 @@ from collections import namedtuple
 import pytest
 import torch
 
-from conftest import (ROOT, TINY_TEXT, check_sampling, ctrl_c_at_call, poison_loss_at,
-                      check_refuses_earlier_checkpoints, check_sample_only_draws_by_seed,
-                      run_script, unigram_entropy)
+from conftest import (ROOT, TINY_TEXT, check_metrics, check_sampling, ctrl_c_at_call,
+                      poison_loss_at, check_refuses_earlier_checkpoints,
+                      check_sample_only_draws_by_seed, run_script, unigram_entropy)
 
 Script = namedtuple("Script", "module layer builtin")  # e.g. (lstm, lstm.LSTM, nn.LSTM)
 
@@ -215,6 +215,7 @@ def test_cli_trains_saves_and_samples(script, tmp_path, tiny_file, monkeypatch, 
     out = capsys.readouterr().out
     assert out.startswith(f"{name}.py: ") and " parameters, vocabulary " in out
     assert "step    20 | train loss" in out and "chars/s" in out
+    check_metrics(tmp_path / "out" / f"{name}.jsonl", out, "val_loss", "chars_per_s")
     ckpt = torch.load(tmp_path / "out" / f"{name}.pt", weights_only=True)
     assert ckpt["script"] == name and ckpt["step"] == 20
     assert ckpt["vocab"] == "".join(sorted(set(TINY_TEXT)))

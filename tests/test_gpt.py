@@ -17,9 +17,9 @@ import torch.nn.functional as F
 
 import gpt
 import rnn
-from conftest import (ROOT, SHARED_DATA, TINY_TEXT, check_refuses_earlier_checkpoints,
-                      check_sample_only_draws_by_seed, check_sampling, poison_loss_at,
-                      run_script, unigram_entropy)
+from conftest import (ROOT, SHARED_DATA, TINY_TEXT, check_metrics,
+                      check_refuses_earlier_checkpoints, check_sample_only_draws_by_seed,
+                      check_sampling, poison_loss_at, run_script, unigram_entropy)
 
 TINY = ["--block-size", 16, "--n-embd", 16, "--n-head", 2, "--n-layer", 2, "--batch-size", 8,
         "--warmup-steps", 5, "--eval-interval", 10, "--eval-steps", 2, "--max-new-tokens", 20,
@@ -264,6 +264,7 @@ def test_cli_trains_saves_and_samples(tmp_path, tiny_file, capsys, monkeypatch):
     first = r.stdout.splitlines()[0]
     assert first.startswith("gpt.py: ") and first.endswith(f"vocabulary {len(CHARS)}, on cpu")
     assert "step    20 | train loss" in r.stdout and "chars/s" in r.stdout
+    check_metrics(tmp_path / "out" / "gpt.jsonl", r.stdout, "val_loss", "chars_per_s")
     ckpt = torch.load(tmp_path / "out" / "gpt.pt", weights_only=True)
     assert ckpt["script"] == "gpt" and ckpt["step"] == 20 and ckpt["vocab"] == CHARS
     assert set(ckpt["model"]) == set(gpt.GPT(len(CHARS), 16, 16, 2, 2).state_dict())

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 
 import mlp
 import rnn
-from conftest import (TINY_TEXT, check_refuses_earlier_checkpoints,
+from conftest import (TINY_TEXT, check_metrics, check_refuses_earlier_checkpoints,
                       check_sample_only_draws_by_seed, check_sampling, ctrl_c_at_call,
                       run_script, unigram_entropy)
 
@@ -262,6 +262,7 @@ def test_cli_trains_saves_and_samples(tmp_path, tiny_file, capsys, monkeypatch):
     assert first.startswith("mlp.py: ")
     assert first.endswith(f"M parameters, vocabulary {len(CHARS)}, on cpu")
     assert "step    20 | train loss" in r.stdout and "chars/s" in r.stdout
+    check_metrics(tmp_path / "out" / "mlp.jsonl", r.stdout, "val_loss", "chars_per_s")
     ckpt = torch.load(tmp_path / "out" / "mlp.pt", weights_only=True)
     assert ckpt["script"] == "mlp" and ckpt["step"] == 20 and ckpt["vocab"] == CHARS
     assert ckpt["config"]["block_size"] == 8

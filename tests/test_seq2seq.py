@@ -8,8 +8,8 @@ import pytest
 import torch
 
 import seq2seq
-from conftest import (check_padding_invariance, check_refuses_earlier_checkpoints, ctrl_c_at_call,
-                      run_script)
+from conftest import (check_metrics, check_padding_invariance, check_refuses_earlier_checkpoints,
+                      ctrl_c_at_call, run_script)
 
 TINY = ["--n-embd", 8, "--n-hidden", 16, "--batch-size", 8, "--eval-interval", 10,
         "--eval-steps", 2, "--max-new-tokens", 12, "--num-samples", 2]
@@ -417,6 +417,9 @@ def test_cli_trains_saves_translates_and_shows_attention(tmp_path, tsv, monkeypa
     out = capsys.readouterr().out
     assert "step    20 | train loss" in out and "tokens/s" in out and "| exact" in out
     assert "BLEU" in out and "val ppl" in out and out.count("->") == 2
+    for r in check_metrics(tmp_path / "out" / "seq2seq.jsonl", out, "val_loss", "tokens_per_s",
+                           "val_ppl", "exact", "bleu"):
+        assert f"exact {100 * r['exact']:5.1f}% | BLEU {100 * r['bleu']:5.2f}" in out
     ckpt = torch.load(tmp_path / "out" / "seq2seq.pt", weights_only=True)
     assert ckpt["script"] == "seq2seq" and ckpt["step"] == 20 and ckpt["config"]["tokens"] == "word"
     assert ckpt["vocab"]["src"][:4] == seq2seq.SPECIALS and "a" in ckpt["vocab"]["tgt"]

@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 
 import word2vec as w2v
-from conftest import ctrl_c_at_call
+from conftest import check_metrics, ctrl_c_at_call
 
 TINY = ["--dim", 8, "--window", 2, "--negative", 3, "--min-count", 1, "--batch-size", 16,
         "--eval-interval", 5, "--epochs", 1, "--top-k", 3]
@@ -377,6 +377,7 @@ def test_cli_trains_queries_evaluates_and_resumes_exactly(tmp_path, planted_file
     out = capsys.readouterr().out
     assert "step    10 | train loss" in out and "words/s" in out and "e0m ->" in out
     assert "he:she::e1m:? ->" in out
+    check_metrics(tmp_path / "whole" / "word2vec.jsonl", out, "lr", "words_per_s")
     whole = torch.load(tmp_path / "whole" / "word2vec.pt", weights_only=True)
     n_words = len(planted_corpus(300).split())  # min-count 1: every word is in the vocabulary
     assert whole["script"] == "word2vec" and whole["words"] == n_words
