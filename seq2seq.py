@@ -724,7 +724,8 @@ def run(cfg, given=frozenset()):
     ckpt = load_checkpoint(path, cfg, given) if cfg.resume or cfg.sample_only else None
     if cfg.sample_only and not cfg.data:  # translate pairs of the data it was trained on
         cfg.data = ckpt["config"]["data"]
-    pairs = None if cfg.sample_only and cfg.prompt else load_pairs(cfg.data, cfg.tokens)
+    translating_prompt = cfg.sample_only and cfg.prompt  # the checkpoint and the prompt alone
+    pairs = None if translating_prompt else load_pairs(cfg.data, cfg.tokens)
     if cfg.sample_only:
         vocab = ckpt["vocab"]
     else:
@@ -733,7 +734,8 @@ def run(cfg, given=frozenset()):
             trained_on = ckpt["config"]["data"] or "the default"
             require(ckpt["vocab"] == vocab, "this data's vocabulary differs from the checkpoint's;"
                     f" resume on the data it was trained on ({trained_on})")
-    data = pairs and {name: make_examples(part, vocab) for name, part in pairs.items()}
+    data = None if pairs is None else {name: make_examples(part, vocab)
+                                       for name, part in pairs.items()}
     if cfg.prompt:
         unseen = sorted(set(TOKENIZERS[cfg.tokens](cfg.prompt)) - set(vocab["src"]))
         require(not unseen, f"--prompt has tokens never seen in training: {unseen}"[:200])
@@ -764,16 +766,19 @@ def run(cfg, given=frozenset()):
 
         log = open_metrics(os.path.join(cfg.out_dir, f"{SCRIPT}.jsonl"), cfg.resume)
         train(model, optimizer, data, vocab, cfg, step, save, log)
-    src = collate(chosen, device)[0] if chosen else None
-    for k, (ids, attention) in enumerate(sample(model, src, cfg.max_new_tokens, cfg.beam_size)
-                                         if chosen else []):
+    translations = []
+    if chosen:
+        translations = sample(model, collate(chosen, device)[0], cfg.max_new_tokens,
+                              cfg.beam_size)
+    for k, (ids, attention) in enumerate(translations):
         source = [vocab["src"][i] for i in chosen[k][0][:-1]]
         output = [vocab["tgt"][i] for i in ids]
         print("-" * 80)
         print(f"{JOIN[cfg.tokens].join(source)}  ->  {JOIN[cfg.tokens].join(output)}")
         # the first translation's map after training, every one with --show-attention
         # (a model without attention has all-zero weights: no map)
-        if cfg.show_attention or k == 0 and not cfg.sample_only and attention.any():
+        first_after_training = k == 0 and not cfg.sample_only and bool(attention.any())
+        if cfg.show_attention or first_after_training:
             print(attention_map(source, output, attention))
 
 
