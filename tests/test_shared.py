@@ -5,6 +5,7 @@ model section stands alone: run with the file's imports and nothing else, it bui
 import ast
 import collections
 import difflib
+import functools
 import json
 import os
 import sys
@@ -38,6 +39,7 @@ def present():
     return [s for s in SCRIPTS if os.path.exists(os.path.join(ROOT, f"{s}.py"))]
 
 
+@functools.cache
 def source(script):
     with open(os.path.join(ROOT, f"{script}.py")) as f:
         return f.read()
@@ -49,6 +51,7 @@ def banners(text):
             if line.startswith(BANNER)}
 
 
+@functools.cache
 def blocks(script):
     """{name: (section, first line, source text)} of the script's top-level defs and classes."""
     text = source(script)
@@ -80,7 +83,10 @@ def only_adds(canonical, text):
 @pytest.mark.parametrize("script", present())
 def test_sections_come_in_one_order_after_the_script_line(script):
     text = source(script)
-    assert list(banners(text).values()) == list(SECTIONS)
+    found = list(banners(text).values())
+    assert found == [name for name in SECTIONS if name in found]  # no others, in this order
+    assert {"model", "data", "train", "config", "main"} <= set(found)  # sample: where it has one
+    assert min(banners(text)) <= 80  # the model begins on the first screens
     body = ast.parse(text).body
     assert isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant)  # docstring
     k = 1
