@@ -50,6 +50,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel
 
+SCRIPT = "gpt"  # written into checkpoints, so that a sibling script refuses this one's
 
 # ----------------------------------------------------------------------------- model
 
@@ -207,43 +208,55 @@ class GPT(nn.Module):
     def from_pretrained(cls, name_or_dir, block_size=None, dropout=0.0, fused=True):
         """GPT-2 from a folder in the Hugging Face layout (config.json, model.safetensors), or
         one of GPT2_NAMES fetched from the hub. A block_size below GPT-2's keeps the first rows
-        of the position table."""
+        of the position table. Raises FileNotFoundError, OSError (the hub unreachable),
+        ValueError (not a GPT-2, or other shapes) or ImportError, saying what was wrong."""
         folder = name_or_dir
         if not os.path.isdir(folder):
-            require(name_or_dir in GPT2_NAMES, f"--init-from {name_or_dir}: no such folder, and"
-                    f" not one of {', '.join(GPT2_NAMES)}")
-            hub, repo = optional("huggingface_hub"), f"openai-community/{name_or_dir}"
+            if name_or_dir not in GPT2_NAMES:
+                raise FileNotFoundError(f"no such folder, and not one of {', '.join(GPT2_NAMES)}")
             try:
-                folder = hub.snapshot_download(repo, allow_patterns=["*.json", "*.safetensors"])
+                import huggingface_hub
+            except ImportError:
+                raise ImportError("this needs huggingface_hub: pip install huggingface_hub") \
+                    from None
+            repo = f"openai-community/{name_or_dir}"
+            try:
+                folder = huggingface_hub.snapshot_download(
+                    repo, allow_patterns=["*.json", "*.safetensors"])
             except OSError as e:  # offline, or the hub unreachable
-                raise BadInput(f"--init-from {name_or_dir}: cannot fetch {repo} from the"
-                               f" Hugging Face hub ({type(e).__name__})") from None
+                raise OSError(f"cannot fetch {repo} from the Hugging Face hub"
+                              f" ({type(e).__name__})") from None
+        try:
+            from safetensors.torch import load_file
+        except ImportError:
+            raise ImportError("this needs safetensors: pip install safetensors") from None
         with open(os.path.join(folder, "config.json")) as f:
             hf = json.load(f)
-        require(hf.get("model_type") == "gpt2" and hf.get("activation_function") == "gelu_new",
-                f"--init-from {name_or_dir}: not a GPT-2 (model_type {hf.get('model_type')})")
+        if hf.get("model_type") != "gpt2" or hf.get("activation_function") != "gelu_new":
+            raise ValueError(f"not a GPT-2 (model_type {hf.get('model_type')})")
         block_size = block_size or hf["n_positions"]
-        require(block_size <= hf["n_positions"], f"--block-size {block_size} is more than"
-                f" {name_or_dir}'s {hf['n_positions']} positions")
+        if block_size > hf["n_positions"]:
+            raise ValueError(f"block_size {block_size} is more than its {hf['n_positions']}"
+                             " positions")
         model = cls(hf["vocab_size"], block_size, hf["n_embd"], hf["n_head"], hf["n_layer"],
                     dropout, fused)
-        weights = optional("safetensors.torch", "safetensors").load_file(
-            os.path.join(folder, "model.safetensors"))
+        weights = load_file(os.path.join(folder, "model.safetensors"))
         # the causal masks (attn.bias) are buffers, not weights; lm_head is wte (tied)
         theirs = {k.removeprefix("transformer."): w for k, w in weights.items()
                   if not k.endswith((".attn.bias", ".attn.masked_bias", "lm_head.weight"))}
         ours = {k.removeprefix("transformer."): p for k, p in model.state_dict().items()
                 if k != "lm_head.weight"}
-        require(theirs.keys() == ours.keys(), f"--init-from {name_or_dir}: missing"
-                f" {sorted(ours.keys() - theirs.keys())}, unexpected"
-                f" {sorted(theirs.keys() - ours.keys())}")
+        if theirs.keys() != ours.keys():
+            raise ValueError(f"missing {sorted(ours.keys() - theirs.keys())}, unexpected"
+                             f" {sorted(theirs.keys() - ours.keys())}")
         with torch.no_grad():
             for name, w in theirs.items():
                 if name.endswith(("c_attn.weight", "c_proj.weight", "c_fc.weight")):
                     w = w.t()  # Conv1D keeps (in, out), nn.Linear (out, in)
                 w = w[:block_size] if name == "wpe.weight" else w
-                require(w.shape == ours[name].shape, f"--init-from {name_or_dir}: {name} is"
-                        f" {tuple(w.shape)}, the model's {tuple(ours[name].shape)}")
+                if w.shape != ours[name].shape:
+                    raise ValueError(f"{name} is {tuple(w.shape)}, the model's"
+                                     f" {tuple(ours[name].shape)}")
                 ours[name].copy_(w)
         return model
 
@@ -301,9 +314,9 @@ def encode(text, chars=None):
     chars None: GPT-2's tokens."""
     if chars is None:
         return torch.tensor(gpt2_tokens().encode_ordinary(text), dtype=torch.long)
-    stoi = {c: i for i, c in enumerate(chars)}
-    unseen = sorted(set(text) - stoi.keys())
+    unseen = sorted(set(text) - set(chars))
     require(not unseen, f"characters not in the vocabulary: {''.join(unseen)!r}")
+    stoi = {c: i for i, c in enumerate(chars)}
     return torch.tensor([stoi[c] for c in text], dtype=torch.long)
 
 
@@ -392,8 +405,9 @@ def get_lr(step, cfg):
     return cfg.lr * (0.55 + 0.45 * math.cos(math.pi * min(progress, 1.0)))
 
 
-def everyone(flag, device):
-    """True on every process if true on any (under torchrun); alone, flag itself."""
+def anyone(flag, device):
+    """Whether any process has `flag` set, told to every process (under torchrun); alone, flag
+    itself."""
     if not dist.is_initialized():
         return flag
     flag = torch.tensor(float(flag), device=device)
@@ -401,16 +415,17 @@ def everyone(flag, device):
     return bool(flag)
 
 
-def train(model, optimizer, data, cfg, step=0, save=None, batches=None):
+def train(model, optimizer, data, cfg, step=0, save=None, batches=None, log=None):
     """Train from `step` to cfg.max_steps on data = {"train": ids, "val": ids}, each step on
     batch_size x grad_accum windows drawn from the generator `batches`. At step 0, every
-    eval_interval steps and at the end: evaluate, log, save(step). Ctrl-C saves and raises
+    eval_interval steps and at the end: evaluate, print, log(the evaluation as a dict) and
+    save(step), the last two if given (rank 0's). Ctrl-C saves and raises
     KeyboardInterrupt; a non-finite loss raises FloatingPointError before it can reach the
     weights. Under torchrun (model in DDP) each process takes its share of the micro-batches."""
     device = next(model.parameters()).device
     rank, world = (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
     accum = cfg.grad_accum // world  # micro-batches on this process each step
-    save = save or (lambda step: None)
+    save, log = save or (lambda step: None), log or (lambda record: None)
     unit = "chars" if cfg.tokens == "char" else "tokens"
     start = step_log = step
     t0 = t_log = time.time()
@@ -426,6 +441,8 @@ def train(model, optimizer, data, cfg, step=0, save=None, batches=None):
             print(f"step {step:5d} | train loss {losses['train']:.4f} | val loss"
                   f" {losses['val']:.4f} | {tokens / (now - t_log) / 1e3:6.1f}k {unit}/s"
                   f" | {now - t0:4.0f}s elapsed, ETA {eta:4.0f}s", flush=True)
+        log({"step": step, "train_loss": losses["train"], "val_loss": losses["val"],
+             "seconds": now - t0, f"{unit}_per_s": tokens / (now - t_log)})
         save(step)
         t_log, step_log = time.time(), step
 
@@ -435,7 +452,7 @@ def train(model, optimizer, data, cfg, step=0, save=None, batches=None):
         if step == 0:
             report(step)  # the untrained model, once: a resumed run does not report its start
         while step < cfg.max_steps:
-            if everyone(bool(stop), device):  # all processes stop at the same step
+            if anyone(bool(stop), device):  # one Ctrl-C stops all processes at one step
                 save(step)
                 if rank == 0:
                     print(f"interrupted at step {step}; saved", flush=True)
@@ -500,22 +517,20 @@ def sample(model, idx, max_new_tokens, temperature=1.0, top_k=0, top_p=1.0, use_
     return idx
 
 
-# ----------------------------------------------------------------------------- main
-
-SCRIPT = "gpt"  # written into checkpoints, so that a sibling script refuses this one's
-MODEL_ARGS = ("block_size", "n_embd", "n_head", "n_layer", "tokens")  # what a checkpoint fixes
-
+# ----------------------------------------------------------------------------- config
 
 class BadInput(ValueError):
     """Input we refuse: main() prints it as one line and exits with status 2."""
 
 
 def require(ok, message):
+    """Refuse the input, with `message`, unless ok."""
     if not ok:
         raise BadInput(message)
 
 
 def flag(name):
+    """The command-line flag of a config field: block_size -> --block-size."""
     return "--" + name.replace("_", "-")
 
 
@@ -590,8 +605,14 @@ class Config:
         require(self.top_p <= 1, f"--top-p must be at most 1, got {self.top_p}")
 
 
+MODEL_ARGS = ("block_size", "n_embd", "n_head", "n_layer", "tokens")  # what a checkpoint fixes
+
+
+# ----------------------------------------------------------------------------- main
+
 def pick_device(name):
-    """The device `name`, refused unless this machine has it; empty: cuda, then mps, then cpu."""
+    """The device `name`, refused unless this machine has it; empty: the best one available,
+    cuda, then mps, then cpu."""
     available = {"cuda": torch.cuda.is_available(), "mps": torch.backends.mps.is_available()}
     if not name:
         name = "cuda" if available["cuda"] else "mps" if available["mps"] else "cpu"
@@ -599,16 +620,19 @@ def pick_device(name):
         device = torch.device(name)
     except RuntimeError:
         raise BadInput(f"unknown --device {name!r}") from None
-    require(available.get(device.type, True), f"--device {name}: torch finds no {device.type}"
-            " device on this machine")
+    # kinds other than cuda and mps (xpu, ...) are left for torch to refuse
+    require(available.get(device.type, True), f"--device {name} is not available here")
     return device
 
 
-def rng_states(device, batches):
-    """Every random generator the run draws from: batches', the CPU's (weights, dropout and
-    sampling on a CPU) and the GPU's (dropout, sampling), so that --resume goes on with the
-    same draws. Every process seeds the same, so rank 0's states stand for all."""
-    states = {"batches": batches.get_state(), "cpu": torch.get_rng_state()}
+def rng_states(device, batches=None):
+    """Every random generator the run draws from: the CPU's (weights, batches, sampling on a
+    CPU), `batches` where batches have a generator of their own, and the device's (dropout and
+    sampling on a GPU), so that --resume goes on with the same draws. Under torchrun every
+    process seeds the same, so rank 0's states stand for all."""
+    states = {"cpu": torch.get_rng_state()}
+    if batches is not None:
+        states["batches"] = batches.get_state()
     if device.type == "cuda":
         states["cuda"] = torch.cuda.get_rng_state(device)
     if device.type == "mps":
@@ -616,29 +640,32 @@ def rng_states(device, batches):
     return states
 
 
-def set_rng_states(states, device, batches):
+def set_rng_states(states, device, batches=None):
     """Put back what rng_states() saved (a GPU's state saved on another kind: left as seeded)."""
-    batches.set_state(states["batches"])
     torch.set_rng_state(states["cpu"])
+    if batches is not None:
+        batches.set_state(states["batches"])
     if device.type == "cuda" and "cuda" in states:
-        torch.cuda.set_rng_state(states["cuda"], device)
+        cuda = states["cuda"]  # earlier versions saved a list, one state per GPU
+        torch.cuda.set_rng_state(cuda[device.index or 0] if isinstance(cuda, list) else cuda,
+                                 device)
     if device.type == "mps" and "mps" in states:
         torch.mps.set_rng_state(states["mps"], device)
 
 
-def adopt(cfg, fixed, source):
-    """Take the model shape and tokens in `fixed` into cfg, refusing a flag that asks for others."""
-    for name in MODEL_ARGS:
-        given = getattr(cfg, name)
-        asked = (name in cfg.flags_given if hasattr(cfg, "flags_given")
-                 else given != getattr(Config, name))
-        require(not asked or given == fixed[name],
-                f"{flag(name)} {given} differs from {source}'s {fixed[name]}")
-        setattr(cfg, name, fixed[name])
+def adopt(cfg, fixed, source, given, names=MODEL_ARGS):
+    """Take the values of `names` from `fixed` (a checkpoint's config, a pretrained model's)
+    into cfg, refusing a flag in `given` (the command line's, even at its default) that asks
+    for another; a name `fixed` lacks (a flag newer than it) keeps its default."""
+    for name in names:
+        value = fixed.get(name, getattr(Config, name))
+        require(name not in given or getattr(cfg, name) == value,
+                f"{flag(name)} {getattr(cfg, name)} differs from {source}'s {value}")
+        setattr(cfg, name, value)
 
 
-def load_checkpoint(path, cfg):
-    """The checkpoint at `path`, checked to be this script's; its shape and tokens go into cfg."""
+def read_checkpoint(path):
+    """The checkpoint at `path`, refused unless it is one of this script's."""
     require(os.path.exists(path), f"no checkpoint at {path}; train one first"
             " (or point --out-dir at it)")
     try:
@@ -647,9 +674,16 @@ def load_checkpoint(path, cfg):
         raise BadInput(f"{path} is not a readable checkpoint ({type(e).__name__})") from None
     who = ckpt.get("script", "?") if isinstance(ckpt, dict) else "?"
     require(who == SCRIPT, f"{path} is a checkpoint of {who}.py, not of {SCRIPT}.py")
+    return ckpt
+
+
+def load_checkpoint(path, cfg, given):
+    """read_checkpoint(path), refused if an earlier version wrote it; what it fixes
+    (MODEL_ARGS) goes into cfg, and a flag in `given` that asks for another value is refused."""
+    ckpt = read_checkpoint(path)
     require(isinstance(ckpt.get("rng"), dict), f"{path} was written by an earlier {SCRIPT}.py"
             " (its random state is one tensor); train anew")
-    adopt(cfg, ckpt["config"], "the checkpoint")
+    adopt(cfg, ckpt["config"], "the checkpoint", given)
     return ckpt
 
 
@@ -660,7 +694,26 @@ def save_checkpoint(path, ckpt):
     os.replace(path + ".tmp", path)
 
 
+def open_metrics(path, resume):
+    """The metrics file at `path`, beside the checkpoint: returns a function that appends one
+    evaluation to it, a dict (step, the losses, seconds since the run started, the script's
+    own metrics), as a line of JSON, to plot or compare runs by. A run from scratch starts the
+    file anew and --resume appends to it, so that the file describes the run the checkpoint
+    holds; --sample-only opens none."""
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    if not resume:
+        open(path, "w").close()
+
+    def append(record):
+        with open(path, "a") as f:
+            f.write(json.dumps(record) + "\n")
+
+    return append
+
+
 def parse_args(argv=None):
+    """The command line -> (cfg, given): the Config, and the names of the flags on the command
+    line, which a checkpoint must agree with even where they equal the default."""
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     for f in dataclasses.fields(Config):
@@ -671,14 +724,12 @@ def parse_args(argv=None):
             parser.add_argument(flag(f.name), type=f.type, default=argparse.SUPPRESS,
                                 help=f"{f.metadata['help']} (default {f.default!r})")
     given = vars(parser.parse_args(argv))  # the flags on the command line, no others
-    cfg = Config(**given)
-    cfg.flags_given = set(given)  # so that a checkpoint can tell them from defaults
-    return cfg
+    return Config(**given), frozenset(given)
 
 
 def main(argv=None):
     try:
-        run(parse_args(argv))
+        run(*parse_args(argv))
     except BadInput as e:
         print(f"{SCRIPT}.py: error: {e}", file=sys.stderr)
         sys.exit(2)
@@ -692,7 +743,10 @@ def main(argv=None):
             dist.destroy_process_group()
 
 
-def run(cfg):
+def run(cfg, given=frozenset()):
+    """Train as cfg says (from scratch, from GPT-2's weights, or --resume from the checkpoint),
+    or load GPT-2's weights or the checkpoint (--sample-only); then sample, on rank 0.
+    `given`: the flags on the command line."""
     torch.manual_seed(cfg.seed)  # the same on every process: the same weights and draws
     device = pick_device(cfg.device)
     if "RANK" in os.environ:  # under torchrun: one GPU per local rank; nccl on CUDA, else gloo
@@ -705,46 +759,51 @@ def run(cfg):
             f" the {world} processes")
     if device.type == "cuda":
         torch.set_float32_matmul_precision("high")  # TF32 matmuls
-    given = getattr(cfg, "flags_given", set())
     if cfg.init_from or cfg.data.endswith(".bin"):  # GPT-2's weights or token file: its tokens
         require(cfg.tokens == "gpt2" or "tokens" not in given,
                 "--init-from and a .bin --data read GPT-2's tokens, not --tokens char")
         cfg.tokens = "gpt2"
-        given.add("tokens")  # so that a checkpoint of other tokens is refused
+        given = given | {"tokens"}  # so that a checkpoint of other tokens is refused
     require(not (cfg.init_from and cfg.resume), "--init-from starts from GPT-2's weights,"
             " --resume from the checkpoint: give one of them")
+    # where the weights come from: GPT-2's (--init-from), the checkpoint (--resume or
+    # --sample-only without --init-from), or a fresh initialisation
     path = os.path.join(cfg.out_dir, f"{SCRIPT}.pt")
-    ckpt = None
-    if cfg.resume or cfg.sample_only and not cfg.init_from:
-        ckpt = load_checkpoint(path, cfg)
-    if cfg.sample_only:
-        require(not cfg.data or ckpt and cfg.data == ckpt["config"]["data"], f"--data {cfg.data}"
-                f" is not the text {cfg.init_from or path} was trained on; --sample-only needs no"
-                " --data")
-        chars, data = (ckpt["vocab"] if ckpt else None), None
+    from_checkpoint = not cfg.init_from and (cfg.resume or cfg.sample_only)
+    ckpt = load_checkpoint(path, cfg, given) if from_checkpoint else None
+    if cfg.sample_only:  # the checkpoint's vocabulary, or GPT-2's tokens (None)
+        trained_on = ckpt["config"]["data"] if ckpt else None
+        require(not cfg.data or cfg.data == trained_on, f"--data {cfg.data} is not the text"
+                f" {cfg.init_from or path} was trained on; --sample-only needs no --data")
+        chars, data = ckpt["vocab"] if ckpt else None, None
     elif cfg.data.endswith(".bin"):
         chars, data = None, split(read_tokens(cfg.data), cfg.block_size)
     else:
         text = load_text(cfg.data)
         chars = "".join(sorted(set(text))) if cfg.tokens == "char" else None  # None: GPT-2's
-        require(not ckpt or ckpt["vocab"] == chars, "this text's vocabulary differs from the"
-                " checkpoint's; resume on the text it was trained on"
-                f" ({ckpt and ckpt['config']['data'] or 'the default'})")
+        if ckpt:
+            trained_on = ckpt["config"]["data"] or "the default"
+            require(ckpt["vocab"] == chars, "this text's vocabulary differs from the checkpoint's;"
+                    f" resume on the text it was trained on ({trained_on})")
         data = split(encode(text, chars), cfg.block_size)
     try:
         prompt = encode(cfg.prompt, chars)
     except BadInput as e:
         raise BadInput(f"--prompt has {e}") from None
     require(len(prompt), "--prompt is empty; give at least one character to start from")
+    fused = cfg.kernels == "fused"
     if cfg.init_from:
-        model = GPT.from_pretrained(cfg.init_from, cfg.block_size if "block_size" in given
-                                    else None, cfg.dropout, fused=cfg.kernels == "fused")
-        adopt(cfg, {**model.config, "tokens": "gpt2"}, cfg.init_from)
+        block_size = cfg.block_size if "block_size" in given else None  # None: GPT-2's own
+        try:
+            model = GPT.from_pretrained(cfg.init_from, block_size, cfg.dropout, fused)
+        except (ImportError, OSError, KeyError, ValueError) as e:
+            raise BadInput(f"--init-from {cfg.init_from}: {e}") from None
+        adopt(cfg, {**model.config, "tokens": "gpt2"}, cfg.init_from, given)
         require(model.config["vocab_size"] >= GPT2_VOCAB, f"--init-from {cfg.init_from} has"
                 f" {model.config['vocab_size']} tokens, fewer than GPT-2's {GPT2_VOCAB}")
     else:
         model = GPT(GPT2_VOCAB if chars is None else len(chars), cfg.block_size, cfg.n_embd,
-                    cfg.n_head, cfg.n_layer, cfg.dropout, fused=cfg.kernels == "fused")
+                    cfg.n_head, cfg.n_layer, cfg.dropout, fused)
     model.to(device)
     optimizer = make_optimizer(model, cfg)
     batches = torch.Generator().manual_seed(cfg.seed)  # apart from dropout: batches by seed alone
@@ -769,11 +828,13 @@ def run(cfg):
                                    "optimizer": optimizer.state_dict(),
                                    "rng": rng_states(device, batches)})
 
+        log = open_metrics(os.path.join(cfg.out_dir, f"{SCRIPT}.jsonl"), cfg.resume) \
+            if rank == 0 else None
         trained = torch.compile(model) if cfg.compile else model
         if world > 1:
             trained = DistributedDataParallel(
                 trained, device_ids=[device.index] if device.type == "cuda" else None)
-        train(trained, optimizer, data, cfg, step, save if rank == 0 else None, batches)
+        train(trained, optimizer, data, cfg, step, save if rank == 0 else None, batches, log)
     for _ in range(cfg.num_samples if rank == 0 else 0):
         out = sample(model, prompt[None].to(device), cfg.max_new_tokens, cfg.temperature,
                      cfg.top_k, cfg.top_p)

@@ -31,6 +31,7 @@ V vocabulary.
 
 import argparse
 import dataclasses
+import json
 import math
 import os
 import signal
@@ -42,6 +43,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+SCRIPT = "mlp"  # written into checkpoints, so that a sibling script refuses this one's
 
 # ----------------------------------------------------------------------------- model
 
@@ -217,11 +219,12 @@ def get_lr(step, cfg):
     return cfg.lr * (0.55 + 0.45 * math.cos(math.pi * min(step / cfg.max_steps, 1.0)))
 
 
-def train(model, optimizer, data, cfg, step=0, save=None):
+def train(model, optimizer, data, cfg, step=0, save=None, log=None):
     """Train from `step` to cfg.max_steps on data = {"train": ids, "val": ids}. Every
-    eval_interval steps and at the end: evaluate, log, and call save(step) if given. Ctrl-C
-    saves and raises KeyboardInterrupt; a non-finite loss raises FloatingPointError before it
-    can reach the weights. Returns the last evaluated losses."""
+    eval_interval steps and at the end: evaluate, print, and call log(the evaluation as a
+    dict) and save(step) if given. Ctrl-C saves and raises KeyboardInterrupt; a non-finite
+    loss raises FloatingPointError before it can reach the weights. Returns the last
+    evaluated losses."""
     device = next(model.parameters()).device
     start, losses = step, {}
     resumed_at = step if step > 0 else None  # evaluated and saved by the run this one continues
@@ -241,6 +244,9 @@ def train(model, optimizer, data, cfg, step=0, save=None):
                 print(f"step {step:5d} | train loss {losses['train']:.4f} | val loss"
                       f" {losses['val']:.4f} | {chars / (now - t_log) / 1e3:6.1f}k chars/s"
                       f" | {now - t0:4.0f}s elapsed, ETA {eta:4.0f}s", flush=True)
+                if log:
+                    log({"step": step, "train_loss": losses["train"], "val_loss": losses["val"],
+                         "seconds": now - t0, "chars_per_s": chars / (now - t_log)})
                 t_log, step_log = now, step
             if save and (evaluate or stop):
                 save(step)
@@ -286,22 +292,20 @@ def sample(model, idx, max_new_tokens, temperature=1.0, top_k=0):
     return idx
 
 
-# ----------------------------------------------------------------------------- main
-
-SCRIPT = "mlp"  # written into checkpoints, so that a sibling script refuses this one's
-MODEL_ARGS = ("block_size", "n_embd", "n_hidden")  # what a checkpoint fixes
-
+# ----------------------------------------------------------------------------- config
 
 class BadInput(ValueError):
     """Input we refuse: main() prints it as one line and exits with status 2."""
 
 
 def require(ok, message):
+    """Refuse the input, with `message`, unless ok."""
     if not ok:
         raise BadInput(message)
 
 
 def flag(name):
+    """The command-line flag of a config field: block_size -> --block-size."""
     return "--" + name.replace("_", "-")
 
 
@@ -346,9 +350,14 @@ class Config:
                 require(ok, f"{flag(f.name)} must be {rule}, got {value}")
 
 
+MODEL_ARGS = ("block_size", "n_embd", "n_hidden")  # what a checkpoint fixes
+
+
+# ----------------------------------------------------------------------------- main
+
 def pick_device(name):
-    """The device called `name`, refused unless this machine has it; if name is empty, the
-    best one available: cuda, then mps, then cpu."""
+    """The device `name`, refused unless this machine has it; empty: the best one available,
+    cuda, then mps, then cpu."""
     available = {"cuda": torch.cuda.is_available(), "mps": torch.backends.mps.is_available()}
     if not name:
         name = "cuda" if available["cuda"] else "mps" if available["mps"] else "cpu"
@@ -356,15 +365,19 @@ def pick_device(name):
         device = torch.device(name)
     except RuntimeError:
         raise BadInput(f"unknown --device {name!r}") from None
-    require(available.get(device.type, True),  # a kind not listed: torch checks it itself
-            f"--device {name}: torch finds no {device.type} device on this machine")
+    # kinds other than cuda and mps (xpu, ...) are left for torch to refuse
+    require(available.get(device.type, True), f"--device {name} is not available here")
     return device
 
 
-def rng_states(device):
-    """Every random generator the run draws from: the CPU's (weights, batches) and, on a GPU,
-    the GPU's (sampling), so that --resume goes on with the same draws."""
+def rng_states(device, batches=None):
+    """Every random generator the run draws from: the CPU's (weights, batches, sampling on a
+    CPU), `batches` where batches have a generator of their own, and the device's (dropout and
+    sampling on a GPU), so that --resume goes on with the same draws. Under torchrun every
+    process seeds the same, so rank 0's states stand for all."""
     states = {"cpu": torch.get_rng_state()}
+    if batches is not None:
+        states["batches"] = batches.get_state()
     if device.type == "cuda":
         states["cuda"] = torch.cuda.get_rng_state(device)
     if device.type == "mps":
@@ -372,18 +385,32 @@ def rng_states(device):
     return states
 
 
-def set_rng_states(states, device):
+def set_rng_states(states, device, batches=None):
     """Put back what rng_states() saved (a GPU's state saved on another kind: left as seeded)."""
     torch.set_rng_state(states["cpu"])
+    if batches is not None:
+        batches.set_state(states["batches"])
     if device.type == "cuda" and "cuda" in states:
-        torch.cuda.set_rng_state(states["cuda"], device)
+        cuda = states["cuda"]  # earlier versions saved a list, one state per GPU
+        torch.cuda.set_rng_state(cuda[device.index or 0] if isinstance(cuda, list) else cuda,
+                                 device)
     if device.type == "mps" and "mps" in states:
         torch.mps.set_rng_state(states["mps"], device)
 
 
-def load_checkpoint(path, cfg):
-    """The checkpoint at `path`, checked to be this script's; its model shape goes into cfg,
-    and a flag that asks for another shape is refused."""
+def adopt(cfg, fixed, source, given, names=MODEL_ARGS):
+    """Take the values of `names` from `fixed` (a checkpoint's config, a pretrained model's)
+    into cfg, refusing a flag in `given` (the command line's, even at its default) that asks
+    for another; a name `fixed` lacks (a flag newer than it) keeps its default."""
+    for name in names:
+        value = fixed.get(name, getattr(Config, name))
+        require(name not in given or getattr(cfg, name) == value,
+                f"{flag(name)} {getattr(cfg, name)} differs from {source}'s {value}")
+        setattr(cfg, name, value)
+
+
+def read_checkpoint(path):
+    """The checkpoint at `path`, refused unless it is one of this script's."""
     require(os.path.exists(path), f"no checkpoint at {path}; train one first"
             " (or point --out-dir at it)")
     try:
@@ -392,15 +419,16 @@ def load_checkpoint(path, cfg):
         raise BadInput(f"{path} is not a readable checkpoint ({type(e).__name__})") from None
     who = ckpt.get("script", "?") if isinstance(ckpt, dict) else "?"
     require(who == SCRIPT, f"{path} is a checkpoint of {who}.py, not of {SCRIPT}.py")
+    return ckpt
+
+
+def load_checkpoint(path, cfg, given):
+    """read_checkpoint(path), refused if an earlier version wrote it; what it fixes
+    (MODEL_ARGS) goes into cfg, and a flag in `given` that asks for another value is refused."""
+    ckpt = read_checkpoint(path)
     require(isinstance(ckpt.get("rng"), dict), f"{path} was written by an earlier {SCRIPT}.py"
             " (its random state is one tensor); train anew")
-    for name in MODEL_ARGS:
-        given, saved = getattr(cfg, name), ckpt["config"][name]
-        asked = (name in cfg.flags_given if hasattr(cfg, "flags_given")
-                 else given != getattr(Config, name))
-        require(not asked or given == saved,
-                f"{flag(name)} {given} differs from the checkpoint's {saved}")
-        setattr(cfg, name, saved)
+    adopt(cfg, ckpt["config"], "the checkpoint", given)
     return ckpt
 
 
@@ -411,7 +439,26 @@ def save_checkpoint(path, ckpt):
     os.replace(path + ".tmp", path)
 
 
+def open_metrics(path, resume):
+    """The metrics file at `path`, beside the checkpoint: returns a function that appends one
+    evaluation to it, a dict (step, the losses, seconds since the run started, the script's
+    own metrics), as a line of JSON, to plot or compare runs by. A run from scratch starts the
+    file anew and --resume appends to it, so that the file describes the run the checkpoint
+    holds; --sample-only opens none."""
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    if not resume:
+        open(path, "w").close()
+
+    def append(record):
+        with open(path, "a") as f:
+            f.write(json.dumps(record) + "\n")
+
+    return append
+
+
 def parse_args(argv=None):
+    """The command line -> (cfg, given): the Config, and the names of the flags on the command
+    line, which a checkpoint must agree with even where they equal the default."""
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     for f in dataclasses.fields(Config):
@@ -422,14 +469,12 @@ def parse_args(argv=None):
             parser.add_argument(flag(f.name), type=f.type, default=argparse.SUPPRESS,
                                 help=f"{f.metadata['help']} (default {f.default!r})")
     given = vars(parser.parse_args(argv))  # the flags on the command line, no others
-    cfg = Config(**given)
-    cfg.flags_given = set(given)  # so that a checkpoint can tell them from defaults
-    return cfg
+    return Config(**given), frozenset(given)
 
 
 def main(argv=None):
     try:
-        run(parse_args(argv))
+        run(*parse_args(argv))
     except BadInput as e:
         print(f"{SCRIPT}.py: error: {e}", file=sys.stderr)
         sys.exit(2)
@@ -440,11 +485,13 @@ def main(argv=None):
         sys.exit(130)
 
 
-def run(cfg):
+def run(cfg, given=frozenset()):
+    """Train as cfg says (from scratch, or --resume from the checkpoint), or load the
+    checkpoint (--sample-only); then sample. `given`: the flags on the command line."""
     torch.manual_seed(cfg.seed)
     device = pick_device(cfg.device)
     path = os.path.join(cfg.out_dir, f"{SCRIPT}.pt")
-    ckpt = load_checkpoint(path, cfg) if cfg.resume or cfg.sample_only else None
+    ckpt = load_checkpoint(path, cfg, given) if cfg.resume or cfg.sample_only else None
     if cfg.sample_only:
         require(not cfg.data or cfg.data == ckpt["config"]["data"], f"--data {cfg.data} is not"
                 f" the text {path} was trained on; --sample-only needs no --data")
@@ -452,9 +499,10 @@ def run(cfg):
     else:
         text = load_text(cfg.data)
         chars = "".join(sorted(set(text)))
-        if ckpt and ckpt["vocab"] != chars:
-            raise BadInput(f"this text's vocabulary differs from the checkpoint's; resume on the"
-                           f" text it was trained on ({ckpt['config']['data'] or 'the default'})")
+        if ckpt:
+            trained_on = ckpt["config"]["data"] or "the default"
+            require(ckpt["vocab"] == chars, "this text's vocabulary differs from the checkpoint's;"
+                    f" resume on the text it was trained on ({trained_on})")
         data = split(encode(text, chars), cfg.block_size)
     try:
         prompt = encode(cfg.prompt, chars)
@@ -484,7 +532,8 @@ def run(cfg):
                                    "optimizer": optimizer.state_dict(),
                                    "rng": rng_states(device)})
 
-        train(model, optimizer, data, cfg, step, save)
+        log = open_metrics(os.path.join(cfg.out_dir, f"{SCRIPT}.jsonl"), cfg.resume)
+        train(model, optimizer, data, cfg, step, save, log)
     for _ in range(cfg.num_samples):
         out = sample(model, prompt[None].to(device), cfg.max_new_tokens, cfg.temperature, cfg.top_k)
         print("-" * 80)

@@ -20,6 +20,7 @@ Shapes: B batch, T time, C embedding, H hidden, V vocabulary, L layers.
 
 import argparse
 import dataclasses
+import json
 import math
 import os
 import signal
@@ -198,11 +199,11 @@ def get_lr(step, cfg):
     return cfg.lr * (0.55 + 0.45 * math.cos(math.pi * min(step / cfg.max_steps, 1.0)))
 
 
-def train(model, optimizer, data, cfg, step=0, save=lambda step: None):
+def train(model, optimizer, data, cfg, step=0, save=lambda step: None, log=lambda record: None):
     """Train from `step` to cfg.max_steps on data = {"train": ids, "val": ids}. At step 0, every
-    eval_interval steps and at the end: evaluate, log, and save(step). Ctrl-C saves and raises
-    KeyboardInterrupt; a non-finite loss raises FloatingPointError before it can reach the
-    weights. Returns the last evaluated losses."""
+    eval_interval steps and at the end: evaluate, print, log(the evaluation as a dict) and
+    save(step). Ctrl-C saves and raises KeyboardInterrupt; a non-finite loss raises
+    FloatingPointError before it can reach the weights. Returns the last evaluated losses."""
     device = next(model.parameters()).device
     start, t0 = step, time.time()
 
@@ -214,6 +215,8 @@ def train(model, optimizer, data, cfg, step=0, save=lambda step: None):
         print(f"step {step:5d} | train loss {losses['train']:.4f} | val loss {losses['val']:.4f}"
               f" | {chars / seconds / 1e3:6.1f}k chars/s | {seconds:4.0f}s elapsed,"
               f" ETA {eta:4.0f}s", flush=True)
+        log({"step": step, "train_loss": losses["train"], "val_loss": losses["val"],
+             "seconds": seconds, "chars_per_s": chars / seconds})
         save(step)
         return losses
 
@@ -266,7 +269,7 @@ def sample(model, idx, max_new_tokens, temperature=1.0, top_k=0):
     return idx
 
 
-# ----------------------------------------------------------------------------- main
+# ----------------------------------------------------------------------------- config
 
 class BadInput(ValueError):
     """Input we refuse: main() prints it as one line and exits with status 2."""
@@ -276,6 +279,11 @@ def require(ok, message):
     """Refuse the input, with `message`, unless ok."""
     if not ok:
         raise BadInput(message)
+
+
+def flag(name):
+    """The command-line flag of a config field: block_size -> --block-size."""
+    return "--" + name.replace("_", "-")
 
 
 def arg(default, help, must_be=None):
@@ -316,15 +324,18 @@ class Config:
         for f in dataclasses.fields(self):
             value, rule = getattr(self, f.name), f.metadata["must_be"]
             if rule:
-                require(value > 0 if rule == "positive" else value >= 0,
-                        f"--{f.name.replace('_', '-')} must be {rule}, got {value}")
+                ok = value > 0 if rule == "positive" else value >= 0
+                require(ok, f"{flag(f.name)} must be {rule}, got {value}")
 
 
 MODEL_ARGS = ("n_embd", "n_hidden", "n_layer")  # what a checkpoint fixes
 
 
+# ----------------------------------------------------------------------------- main
+
 def pick_device(name):
-    """--device, or else the best one available: cuda, then mps, then cpu."""
+    """The device `name`, refused unless this machine has it; empty: the best one available,
+    cuda, then mps, then cpu."""
     available = {"cuda": torch.cuda.is_available(), "mps": torch.backends.mps.is_available()}
     if not name:
         name = "cuda" if available["cuda"] else "mps" if available["mps"] else "cpu"
@@ -337,45 +348,65 @@ def pick_device(name):
     return device
 
 
-def rng_state():
-    """Every random generator a run draws from (batches on the CPU, sampling on the device),
-    so that --resume goes on with the same numbers."""
-    state = {"cpu": torch.get_rng_state()}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    if torch.backends.mps.is_available():
-        state["mps"] = torch.mps.get_rng_state()
-    return state
+def rng_states(device, batches=None):
+    """Every random generator the run draws from: the CPU's (weights, batches, sampling on a
+    CPU), `batches` where batches have a generator of their own, and the device's (dropout and
+    sampling on a GPU), so that --resume goes on with the same draws. Under torchrun every
+    process seeds the same, so rank 0's states stand for all."""
+    states = {"cpu": torch.get_rng_state()}
+    if batches is not None:
+        states["batches"] = batches.get_state()
+    if device.type == "cuda":
+        states["cuda"] = torch.cuda.get_rng_state(device)
+    if device.type == "mps":
+        states["mps"] = torch.mps.get_rng_state(device)
+    return states
 
 
-def set_rng_state(state):
-    torch.set_rng_state(state["cpu"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-    if "mps" in state and torch.backends.mps.is_available():
-        torch.mps.set_rng_state(state["mps"])
+def set_rng_states(states, device, batches=None):
+    """Put back what rng_states() saved (a GPU's state saved on another kind: left as seeded)."""
+    torch.set_rng_state(states["cpu"])
+    if batches is not None:
+        batches.set_state(states["batches"])
+    if device.type == "cuda" and "cuda" in states:
+        cuda = states["cuda"]  # earlier versions saved a list, one state per GPU
+        torch.cuda.set_rng_state(cuda[device.index or 0] if isinstance(cuda, list) else cuda,
+                                 device)
+    if device.type == "mps" and "mps" in states:
+        torch.mps.set_rng_state(states["mps"], device)
 
 
-def load_checkpoint(path, cfg):
-    """The checkpoint at `path`, checked to be this script's; its model shape goes into cfg,
-    and a flag that asks for another shape is refused."""
-    require(os.path.exists(path), f"no checkpoint at {path}; train one first (or point --out-dir"
-            " at it)")
+def adopt(cfg, fixed, source, given, names=MODEL_ARGS):
+    """Take the values of `names` from `fixed` (a checkpoint's config, a pretrained model's)
+    into cfg, refusing a flag in `given` (the command line's, even at its default) that asks
+    for another; a name `fixed` lacks (a flag newer than it) keeps its default."""
+    for name in names:
+        value = fixed.get(name, getattr(Config, name))
+        require(name not in given or getattr(cfg, name) == value,
+                f"{flag(name)} {getattr(cfg, name)} differs from {source}'s {value}")
+        setattr(cfg, name, value)
+
+
+def read_checkpoint(path):
+    """The checkpoint at `path`, refused unless it is one of this script's."""
+    require(os.path.exists(path), f"no checkpoint at {path}; train one first"
+            " (or point --out-dir at it)")
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:
         raise BadInput(f"{path} is not a readable checkpoint ({type(e).__name__})") from None
     who = ckpt.get("script", "?") if isinstance(ckpt, dict) else "?"
     require(who == SCRIPT, f"{path} is a checkpoint of {who}.py, not of {SCRIPT}.py")
+    return ckpt
+
+
+def load_checkpoint(path, cfg, given):
+    """read_checkpoint(path), refused if an earlier version wrote it; what it fixes
+    (MODEL_ARGS) goes into cfg, and a flag in `given` that asks for another value is refused."""
+    ckpt = read_checkpoint(path)
     require(isinstance(ckpt.get("rng"), dict), f"{path} was written by an earlier {SCRIPT}.py"
             " (its random state is one tensor); train anew")
-    for name in MODEL_ARGS:
-        given, saved = getattr(cfg, name), ckpt["config"][name]
-        # a flag given on the command line must agree, even at its default value
-        if name in getattr(cfg, "flags_given", ()) or given != getattr(Config, name):
-            require(given == saved, f"--{name.replace('_', '-')} {given} differs from the"
-                    f" checkpoint's {saved}")
-        setattr(cfg, name, saved)
+    adopt(cfg, ckpt["config"], "the checkpoint", given)
     return ckpt
 
 
@@ -386,26 +417,42 @@ def save_checkpoint(path, ckpt):
     os.replace(path + ".tmp", path)
 
 
+def open_metrics(path, resume):
+    """The metrics file at `path`, beside the checkpoint: returns a function that appends one
+    evaluation to it, a dict (step, the losses, seconds since the run started, the script's
+    own metrics), as a line of JSON, to plot or compare runs by. A run from scratch starts the
+    file anew and --resume appends to it, so that the file describes the run the checkpoint
+    holds; --sample-only opens none."""
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    if not resume:
+        open(path, "w").close()
+
+    def append(record):
+        with open(path, "a") as f:
+            f.write(json.dumps(record) + "\n")
+
+    return append
+
+
 def parse_args(argv=None):
+    """The command line -> (cfg, given): the Config, and the names of the flags on the command
+    line, which a checkpoint must agree with even where they equal the default."""
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     for f in dataclasses.fields(Config):
-        flag = "--" + f.name.replace("_", "-")
         if f.type is bool:
-            parser.add_argument(flag, action="store_true", default=argparse.SUPPRESS,
+            parser.add_argument(flag(f.name), action="store_true", default=argparse.SUPPRESS,
                                 help=f.metadata["help"])
         else:
-            parser.add_argument(flag, type=f.type, default=argparse.SUPPRESS,
+            parser.add_argument(flag(f.name), type=f.type, default=argparse.SUPPRESS,
                                 help=f"{f.metadata['help']} (default {f.default!r})")
     given = vars(parser.parse_args(argv))  # the flags on the command line, no others
-    cfg = Config(**given)
-    cfg.flags_given = set(given)  # so that a checkpoint can tell them from defaults
-    return cfg
+    return Config(**given), frozenset(given)
 
 
 def main(argv=None):
     try:
-        run(parse_args(argv))
+        run(*parse_args(argv))
     except BadInput as e:
         print(f"{SCRIPT}.py: error: {e}", file=sys.stderr)
         sys.exit(2)
@@ -416,11 +463,13 @@ def main(argv=None):
         sys.exit(130)
 
 
-def run(cfg):
+def run(cfg, given=frozenset()):
+    """Train as cfg says (from scratch, or --resume from the checkpoint), or load the
+    checkpoint (--sample-only); then sample. `given`: the flags on the command line."""
     torch.manual_seed(cfg.seed)
     device = pick_device(cfg.device)
     path = os.path.join(cfg.out_dir, f"{SCRIPT}.pt")
-    ckpt = load_checkpoint(path, cfg) if cfg.resume or cfg.sample_only else None
+    ckpt = load_checkpoint(path, cfg, given) if cfg.resume or cfg.sample_only else None
     if cfg.sample_only:
         require(not cfg.data or cfg.data == ckpt["config"]["data"], f"--data {cfg.data} is not"
                 f" the text {path} was trained on; --sample-only needs no --data")
@@ -446,7 +495,7 @@ def run(cfg):
         optimizer.load_state_dict(ckpt["optimizer"])
         step = ckpt["step"]
         if not cfg.sample_only:  # --resume goes on with the same draws; sampling draws by --seed
-            set_rng_state(ckpt["rng"])
+            set_rng_states(ckpt["rng"], device)
     n_params = sum(p.numel() for p in model.parameters())
     print(f"{SCRIPT}.py: {n_params / 1e6:.2f}M parameters, vocabulary {len(chars)}, on {device}")
     if not cfg.sample_only:
@@ -457,9 +506,11 @@ def run(cfg):
         def save(step):
             save_checkpoint(path, {"script": SCRIPT, "config": dataclasses.asdict(cfg),
                                    "vocab": chars, "step": step, "model": model.state_dict(),
-                                   "optimizer": optimizer.state_dict(), "rng": rng_state()})
+                                   "optimizer": optimizer.state_dict(),
+                                   "rng": rng_states(device)})
 
-        train(model, optimizer, data, cfg, step, save)
+        log = open_metrics(os.path.join(cfg.out_dir, f"{SCRIPT}.jsonl"), cfg.resume)
+        train(model, optimizer, data, cfg, step, save, log)
     for _ in range(cfg.num_samples):
         out = sample(model, prompt[None].to(device), cfg.max_new_tokens, cfg.temperature, cfg.top_k)
         print("-" * 80)

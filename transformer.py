@@ -37,6 +37,7 @@ import argparse
 import copy
 import dataclasses
 import datetime
+import json
 import math
 import os
 import random
@@ -50,8 +51,12 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+SCRIPT = "transformer"  # written into checkpoints, so that a sibling script refuses this one's
 
 # ----------------------------------------------------------------------------- model
+
+PAD = 0  # the id of <pad>: padding, never attended to nor scored
+
 
 class LayerNorm(nn.Module):
     """torch.nn.LayerNorm over the last dimension: (x - mean) / sqrt(var + eps) * weight + bias."""
@@ -403,12 +408,6 @@ class Translator(nn.Module):
         return logits, loss
 
 
-def make_model(vocab, cfg):
-    """The model cfg describes, sized for vocab's source and target vocabularies."""
-    return Translator(len(vocab["src"]), len(vocab["tgt"]), cfg.n_embd, cfg.n_hidden,
-                      cfg.n_layer, cfg.n_head, cfg.dropout, cfg.norm_first)
-
-
 # ----------------------------------------------------------------------------- data
 
 TOKENIZERS = {
@@ -417,7 +416,7 @@ TOKENIZERS = {
 }
 JOIN = {"char": "", "word": " "}  # tokens -> text
 SPECIALS = ["<pad>", "<bos>", "<eos>", "<unk>"]
-PAD, BOS, EOS, UNK = range(4)  # their ids, the same in every vocabulary
+BOS, EOS, UNK = 1, 2, 3  # their ids (PAD, 0, is the model's), the same in every vocabulary
 
 MONTHS = ["january", "february", "march", "april", "may", "june", "july", "august",
           "september", "october", "november", "december"]
@@ -604,12 +603,13 @@ def get_lr(step, cfg):
     return lr
 
 
-def train(model, optimizer, data, vocab, cfg, step=0, save=None):
+def train(model, optimizer, data, vocab, cfg, step=0, save=None, log=None):
     """Train from `step` to cfg.max_steps on data = {"train": examples, "val": examples}. Every
     eval_interval steps and at the end: evaluate (loss, and greedy translation of
-    eval_steps * batch_size val pairs spread over all lengths), log, and call save(step) if
-    given. Ctrl-C saves and raises KeyboardInterrupt; a non-finite loss or gradient raises
-    FloatingPointError before it can reach the weights. Returns the last evaluation."""
+    eval_steps * batch_size val pairs spread over all lengths), print, and call log(the
+    evaluation as a dict) and save(step) if given. Ctrl-C saves and raises KeyboardInterrupt;
+    a non-finite loss or gradient raises FloatingPointError before it can reach the weights.
+    Returns the last evaluation."""
     device = next(model.parameters()).device
     val = data["val"][::max(1, len(data["val"]) // (cfg.eval_steps * cfg.batch_size))]
     start, losses, tokens = step, {}, 0
@@ -632,6 +632,11 @@ def train(model, optimizer, data, vocab, cfg, step=0, save=None):
                       f" {math.exp(min(losses['val'], 50)):.2f} | exact"
                       f" {100 * losses['exact']:5.1f}% | BLEU {100 * losses['bleu']:5.2f}",
                       flush=True)
+                if log:
+                    log({"step": step, "train_loss": losses["train"], "val_loss": losses["val"],
+                         "seconds": now - t0, "tokens_per_s": tokens / (now - t_log),
+                         "val_ppl": math.exp(min(losses["val"], 50)), "exact": losses["exact"],
+                         "bleu": losses["bleu"]})
                 t_log, tokens = now, 0
             if save and (due or stop):
                 save(step)
@@ -753,7 +758,19 @@ def attention_map(source, output, attention):
 
 # ----------------------------------------------------------------------------- config
 
-SCRIPT = "transformer"  # written into checkpoints, so that a sibling script refuses this one's
+class BadInput(ValueError):
+    """Input we refuse: main() prints it as one line and exits with status 2."""
+
+
+def require(ok, message):
+    """Refuse the input, with `message`, unless ok."""
+    if not ok:
+        raise BadInput(message)
+
+
+def flag(name):
+    """The command-line flag of a config field: block_size -> --block-size."""
+    return "--" + name.replace("_", "-")
 
 
 def arg(default, help, must_be=None):
@@ -808,8 +825,8 @@ class Config:
         for f in dataclasses.fields(self):
             value, rule = getattr(self, f.name), f.metadata["must_be"]
             if rule:
-                require(value > 0 if rule == "positive" else value >= 0,
-                        f"--{f.name.replace('_', '-')} must be {rule}, got {value}")
+                ok = value > 0 if rule == "positive" else value >= 0
+                require(ok, f"{flag(f.name)} must be {rule}, got {value}")
         require(self.tokens in TOKENIZERS,
                 f"--tokens must be {' or '.join(TOKENIZERS)}, got {self.tokens!r}")
         require(self.dropout < 1, f"--dropout must be below 1, got {self.dropout}")
@@ -818,25 +835,21 @@ class Config:
                 f"--n-head {self.n_head} must divide --n-embd {self.n_embd}")
 
 
-MODEL_ARGS = ("n_embd", "n_hidden", "n_layer", "n_head", "norm_first",
-              "tokens")  # what a checkpoint fixes
+MODEL_ARGS = ("n_embd", "n_hidden", "n_layer", "n_head", "norm_first", "tokens",
+              "min_freq")  # what a checkpoint fixes: the model, its vocabulary
+
+
+def make_model(vocab, cfg):
+    """The model cfg describes, sized for vocab's source and target vocabularies."""
+    return Translator(len(vocab["src"]), len(vocab["tgt"]), cfg.n_embd, cfg.n_hidden,
+                      cfg.n_layer, cfg.n_head, cfg.dropout, cfg.norm_first)
 
 
 # ----------------------------------------------------------------------------- main
 
-class BadInput(ValueError):
-    """Input we refuse: main() prints it as one line and exits with status 2."""
-
-
-def require(ok, message):
-    """Refuse (raise BadInput(message)) unless ok."""
-    if not ok:
-        raise BadInput(message)
-
-
 def pick_device(name):
-    """The device --device names, refused if this machine lacks it; empty: cuda, else mps,
-    else cpu."""
+    """The device `name`, refused unless this machine has it; empty: the best one available,
+    cuda, then mps, then cpu."""
     available = {"cuda": torch.cuda.is_available(), "mps": torch.backends.mps.is_available()}
     if not name:
         name = "cuda" if available["cuda"] else "mps" if available["mps"] else "cpu"
@@ -844,49 +857,70 @@ def pick_device(name):
         device = torch.device(name)
     except RuntimeError:
         raise BadInput(f"unknown --device {name!r}") from None
-    require(available.get(device.type, True), f"--device {name}: this machine has no"
-                                              f" {device.type} device (try cpu)")
+    # kinds other than cuda and mps (xpu, ...) are left for torch to refuse
+    require(available.get(device.type, True), f"--device {name} is not available here")
     return device
 
 
-GENERATORS = {"cuda": torch.cuda, "mps": torch.mps}  # a device's own random generator
-
-
-def rng_states(device):
-    """The state of every random generator the run draws from: the CPU's (batches, and dropout
-    there) and the device's own (dropout on a GPU), so that --resume draws the same numbers."""
+def rng_states(device, batches=None):
+    """Every random generator the run draws from: the CPU's (weights, batches, sampling on a
+    CPU), `batches` where batches have a generator of their own, and the device's (dropout and
+    sampling on a GPU), so that --resume goes on with the same draws. Under torchrun every
+    process seeds the same, so rank 0's states stand for all."""
     states = {"cpu": torch.get_rng_state()}
-    if device.type in GENERATORS:
-        states[device.type] = GENERATORS[device.type].get_rng_state(device)
+    if batches is not None:
+        states["batches"] = batches.get_state()
+    if device.type == "cuda":
+        states["cuda"] = torch.cuda.get_rng_state(device)
+    if device.type == "mps":
+        states["mps"] = torch.mps.get_rng_state(device)
     return states
 
 
-def set_rng_states(states, device):
+def set_rng_states(states, device, batches=None):
+    """Put back what rng_states() saved (a GPU's state saved on another kind: left as seeded)."""
     torch.set_rng_state(states["cpu"])
-    if device.type in GENERATORS and device.type in states:
-        GENERATORS[device.type].set_rng_state(states[device.type], device)
+    if batches is not None:
+        batches.set_state(states["batches"])
+    if device.type == "cuda" and "cuda" in states:
+        cuda = states["cuda"]  # earlier versions saved a list, one state per GPU
+        torch.cuda.set_rng_state(cuda[device.index or 0] if isinstance(cuda, list) else cuda,
+                                 device)
+    if device.type == "mps" and "mps" in states:
+        torch.mps.set_rng_state(states["mps"], device)
 
 
-def load_checkpoint(path, cfg):
-    """The checkpoint at `path`, checked to be this script's; its model shape and min_freq (its
-    vocabulary) go into cfg, and a flag that asks for others is refused."""
-    require(os.path.exists(path), f"no checkpoint at {path}; train one first (or point"
-                                  " --out-dir at it)")
+def adopt(cfg, fixed, source, given, names=MODEL_ARGS):
+    """Take the values of `names` from `fixed` (a checkpoint's config, a pretrained model's)
+    into cfg, refusing a flag in `given` (the command line's, even at its default) that asks
+    for another; a name `fixed` lacks (a flag newer than it) keeps its default."""
+    for name in names:
+        value = fixed.get(name, getattr(Config, name))
+        require(name not in given or getattr(cfg, name) == value,
+                f"{flag(name)} {getattr(cfg, name)} differs from {source}'s {value}")
+        setattr(cfg, name, value)
+
+
+def read_checkpoint(path):
+    """The checkpoint at `path`, refused unless it is one of this script's."""
+    require(os.path.exists(path), f"no checkpoint at {path}; train one first"
+            " (or point --out-dir at it)")
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:
         raise BadInput(f"{path} is not a readable checkpoint ({type(e).__name__})") from None
     who = ckpt.get("script", "?") if isinstance(ckpt, dict) else "?"
     require(who == SCRIPT, f"{path} is a checkpoint of {who}.py, not of {SCRIPT}.py")
+    return ckpt
+
+
+def load_checkpoint(path, cfg, given):
+    """read_checkpoint(path), refused if an earlier version wrote it; what it fixes
+    (MODEL_ARGS) goes into cfg, and a flag in `given` that asks for another value is refused."""
+    ckpt = read_checkpoint(path)
     require(isinstance(ckpt.get("rng"), dict), f"{path} was written by an earlier {SCRIPT}.py"
             " (its random state is one tensor); train anew")
-    for name in MODEL_ARGS + ("min_freq",):  # a flag newer than the checkpoint: its default
-        given, saved = getattr(cfg, name), ckpt["config"].get(name, getattr(Config, name))
-        asked = (name in cfg.flags_given if hasattr(cfg, "flags_given")
-                 else given != getattr(Config, name))
-        require(not asked or given == saved,
-                f"--{name.replace('_', '-')} {given} differs from the checkpoint's {saved}")
-        setattr(cfg, name, saved)
+    adopt(cfg, ckpt["config"], "the checkpoint", given)
     return ckpt
 
 
@@ -897,26 +931,42 @@ def save_checkpoint(path, ckpt):
     os.replace(path + ".tmp", path)
 
 
+def open_metrics(path, resume):
+    """The metrics file at `path`, beside the checkpoint: returns a function that appends one
+    evaluation to it, a dict (step, the losses, seconds since the run started, the script's
+    own metrics), as a line of JSON, to plot or compare runs by. A run from scratch starts the
+    file anew and --resume appends to it, so that the file describes the run the checkpoint
+    holds; --sample-only opens none."""
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    if not resume:
+        open(path, "w").close()
+
+    def append(record):
+        with open(path, "a") as f:
+            f.write(json.dumps(record) + "\n")
+
+    return append
+
+
 def parse_args(argv=None):
+    """The command line -> (cfg, given): the Config, and the names of the flags on the command
+    line, which a checkpoint must agree with even where they equal the default."""
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     for f in dataclasses.fields(Config):
-        flag = "--" + f.name.replace("_", "-")
         if f.type is bool:
-            parser.add_argument(flag, action="store_true", default=argparse.SUPPRESS,
+            parser.add_argument(flag(f.name), action="store_true", default=argparse.SUPPRESS,
                                 help=f.metadata["help"])
         else:
-            parser.add_argument(flag, type=f.type, default=argparse.SUPPRESS,
+            parser.add_argument(flag(f.name), type=f.type, default=argparse.SUPPRESS,
                                 help=f"{f.metadata['help']} (default {f.default!r})")
     given = vars(parser.parse_args(argv))  # the flags on the command line, no others
-    cfg = Config(**given)
-    cfg.flags_given = set(given)  # so that a checkpoint can tell them from defaults
-    return cfg
+    return Config(**given), frozenset(given)
 
 
 def main(argv=None):
     try:
-        run(parse_args(argv))
+        run(*parse_args(argv))
     except BadInput as e:
         print(f"{SCRIPT}.py: error: {e}", file=sys.stderr)
         sys.exit(2)
@@ -927,14 +977,18 @@ def main(argv=None):
         sys.exit(130)
 
 
-def run(cfg):
+def run(cfg, given=frozenset()):
+    """Train as cfg says (from scratch, or --resume from the checkpoint), or load the
+    checkpoint (--sample-only); then translate --prompt or validation pairs. `given`: the
+    flags on the command line."""
     torch.manual_seed(cfg.seed)
     device = pick_device(cfg.device)
     path = os.path.join(cfg.out_dir, f"{SCRIPT}.pt")
-    ckpt = load_checkpoint(path, cfg) if cfg.resume or cfg.sample_only else None
+    ckpt = load_checkpoint(path, cfg, given) if cfg.resume or cfg.sample_only else None
     if cfg.sample_only and not cfg.data:  # translate pairs of the data it was trained on
         cfg.data = ckpt["config"]["data"]
-    pairs = None if cfg.sample_only and cfg.prompt else load_pairs(cfg.data, cfg.tokens)
+    translating_prompt = cfg.sample_only and cfg.prompt  # the checkpoint and the prompt alone
+    pairs = None if translating_prompt else load_pairs(cfg.data, cfg.tokens)
     if cfg.sample_only:
         vocab = ckpt["vocab"]
     else:
@@ -943,7 +997,8 @@ def run(cfg):
             trained_on = ckpt["config"]["data"] or "the default"
             require(ckpt["vocab"] == vocab, "this data's vocabulary differs from the checkpoint's;"
                     f" resume on the data it was trained on ({trained_on})")
-    data = pairs and {name: make_examples(part, vocab) for name, part in pairs.items()}
+    data = None if pairs is None else {name: make_examples(part, vocab)
+                                       for name, part in pairs.items()}
     if cfg.prompt:
         unseen = sorted(set(TOKENIZERS[cfg.tokens](cfg.prompt)) - set(vocab["src"]))
         require(not unseen, f"--prompt has tokens never seen in training: {unseen}"[:200])
@@ -972,17 +1027,21 @@ def run(cfg):
                                    "optimizer": optimizer.state_dict(),
                                    "rng": rng_states(device)})
 
-        train(model, optimizer, data, vocab, cfg, step, save)
-    src = collate(chosen, device)[0] if chosen else None
-    for k, (ids, attention) in enumerate(sample(model, src, cfg.max_new_tokens, cfg.beam_size)
-                                         if chosen else []):
+        log = open_metrics(os.path.join(cfg.out_dir, f"{SCRIPT}.jsonl"), cfg.resume)
+        train(model, optimizer, data, vocab, cfg, step, save, log)
+    translations = []
+    if chosen:
+        translations = sample(model, collate(chosen, device)[0], cfg.max_new_tokens,
+                              cfg.beam_size)
+    for k, (ids, attention) in enumerate(translations):
         source = [vocab["src"][i] for i in chosen[k][0][:-1]]
         output = [vocab["tgt"][i] for i in ids]
         print("-" * 80)
         print(f"{JOIN[cfg.tokens].join(source)}  ->  {JOIN[cfg.tokens].join(output)}")
         # the first translation's map after training, every one with --show-attention
         # (a model without attention has all-zero weights: no map)
-        if cfg.show_attention or k == 0 and not cfg.sample_only and attention.any():
+        first_after_training = k == 0 and not cfg.sample_only and bool(attention.any())
+        if cfg.show_attention or first_after_training:
             print(attention_map(source, output, attention))
 
 

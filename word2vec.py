@@ -38,6 +38,7 @@ import argparse
 import collections
 import concurrent.futures
 import dataclasses
+import json
 import math
 import os
 import re
@@ -247,13 +248,14 @@ def sgd_step(model, batch, lr, cbow=False):
     return loss.item(), n.item()
 
 
-def train(model, corpus, counts, cfg, state=None, save=None, report=None):
+def train(model, corpus, counts, cfg, state=None, save=None, report=None, log=None):
     """SGD over cfg.epochs passes of corpus = (ids, sent), from `state` = {step, epoch, pos,
     words} (pos: the next centre in the epoch's subsampled corpus). With cfg.workers > 1,
     that many threads each take ROUND batches and update the shared vectors without locks
     (Hogwild, as word2vec.c's threads do); one worker: every run the same. Every
-    eval_interval steps (rounded up to a round), at the end and on Ctrl-C: log, call report()
-    (it shows the prompt's neighbours) and save(state), if given; then Ctrl-C raises
+    eval_interval steps (rounded up to a round), at the end and on Ctrl-C: print, call
+    report() (it shows the prompt's neighbours), log(the evaluation as a dict) and
+    save(state), if given; then Ctrl-C raises
     KeyboardInterrupt. A non-finite loss raises FloatingPointError before it can reach the
     weights. Returns the mean loss of the last stretch between evaluations."""
     ids, sent = corpus
@@ -311,6 +313,10 @@ def train(model, corpus, counts, cfg, state=None, save=None, report=None):
                           f" words/s | {now - t0:4.0f}s elapsed, ETA {eta:4.0f}s", flush=True)
                     if report:
                         report()
+                    if log:
+                        log({"step": state["step"], "train_loss": mean_loss, "seconds": now - t0,
+                             "words_per_s": (state["words"] - words_log) / (now - t_log),
+                             "lr": lr, "epoch": state["epoch"], "words": state["words"]})
                     if save:
                         save(state)
                     if stop:
@@ -460,16 +466,21 @@ def export(model, itos, path):
     os.replace(path + ".tmp", path)
 
 
-# ----------------------------------------------------------------------------- main
+# ----------------------------------------------------------------------------- config
 
 class BadInput(ValueError):
     """Input we refuse: main() prints it as one line and exits with status 2."""
 
 
 def require(ok, message):
-    """Refuse the input with `message` unless ok."""
+    """Refuse the input, with `message`, unless ok."""
     if not ok:
         raise BadInput(message)
+
+
+def flag(name):
+    """The command-line flag of a config field: block_size -> --block-size."""
+    return "--" + name.replace("_", "-")
 
 
 def arg(default, help, must_be=None):
@@ -518,8 +529,9 @@ class Config:
     def __post_init__(self):  # refuse impossible values before any work is done
         for f in dataclasses.fields(self):
             value, rule = getattr(self, f.name), f.metadata["must_be"]
-            bad = rule == "positive" and not value > 0 or rule == "non-negative" and not value >= 0
-            require(not bad, f"--{f.name.replace('_', '-')} must be {rule}, got {value}")
+            if rule:
+                ok = value > 0 if rule == "positive" else value >= 0
+                require(ok, f"{flag(f.name)} must be {rule}, got {value}")
         if not self.lr:
             self.lr = 0.05 if self.cbow else 0.025  # word2vec.c's -alpha defaults
 
@@ -529,8 +541,11 @@ MODEL_ARGS = ("dim", "min_count")  # what a checkpoint fixes: its vectors' size,
 TRAIN_ARGS = ("sample", "window", "negative", "cbow", "epochs", "batch_size", "lr", "seed")
 
 
+# ----------------------------------------------------------------------------- main
+
 def pick_device(name):
-    """--device, or the best one available: cuda, then mps, then cpu."""
+    """The device `name`, refused unless this machine has it; empty: the best one available,
+    cuda, then mps, then cpu."""
     available = {"cuda": torch.cuda.is_available(), "mps": torch.backends.mps.is_available()}
     if not name:
         name = "cuda" if available["cuda"] else "mps" if available["mps"] else "cpu"
@@ -538,29 +553,32 @@ def pick_device(name):
         device = torch.device(name)
     except RuntimeError:
         raise BadInput(f"unknown --device {name!r}") from None
-    require(available.get(device.type, True),
-            f"--device {name}: this machine has no {device.type} device that torch can use")
+    # kinds other than cuda and mps (xpu, ...) are left for torch to refuse
+    require(available.get(device.type, True), f"--device {name} is not available here")
     return device
 
 
-def load_checkpoint(path, cfg):
-    """The checkpoint at `path`, checked to be this script's; its model shape (on --resume,
-    its training flags too) goes into cfg, and a flag that asks for another value is refused."""
-    require(os.path.exists(path), f"no checkpoint at {path}; train one first (or point"
-            " --out-dir at it)")
+def adopt(cfg, fixed, source, given, names=MODEL_ARGS):
+    """Take the values of `names` from `fixed` (a checkpoint's config, a pretrained model's)
+    into cfg, refusing a flag in `given` (the command line's, even at its default) that asks
+    for another; a name `fixed` lacks (a flag newer than it) keeps its default."""
+    for name in names:
+        value = fixed.get(name, getattr(Config, name))
+        require(name not in given or getattr(cfg, name) == value,
+                f"{flag(name)} {getattr(cfg, name)} differs from {source}'s {value}")
+        setattr(cfg, name, value)
+
+
+def read_checkpoint(path):
+    """The checkpoint at `path`, refused unless it is one of this script's."""
+    require(os.path.exists(path), f"no checkpoint at {path}; train one first"
+            " (or point --out-dir at it)")
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:
         raise BadInput(f"{path} is not a readable checkpoint ({type(e).__name__})") from None
     who = ckpt.get("script", "?") if isinstance(ckpt, dict) else "?"
     require(who == SCRIPT, f"{path} is a checkpoint of {who}.py, not of {SCRIPT}.py")
-    for name in MODEL_ARGS + (TRAIN_ARGS if cfg.resume else ()):
-        given, saved = getattr(cfg, name), ckpt["config"][name]
-        asked = (name in cfg.flags_given if hasattr(cfg, "flags_given")
-                 else given != getattr(Config, name))
-        require(not asked or given == saved,
-                f"--{name.replace('_', '-')} {given} differs from the checkpoint's {saved}")
-        setattr(cfg, name, saved)
     return ckpt
 
 
@@ -571,26 +589,42 @@ def save_checkpoint(path, ckpt):
     os.replace(path + ".tmp", path)
 
 
+def open_metrics(path, resume):
+    """The metrics file at `path`, beside the checkpoint: returns a function that appends one
+    evaluation to it, a dict (step, the losses, seconds since the run started, the script's
+    own metrics), as a line of JSON, to plot or compare runs by. A run from scratch starts the
+    file anew and --resume appends to it, so that the file describes the run the checkpoint
+    holds; --sample-only opens none."""
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    if not resume:
+        open(path, "w").close()
+
+    def append(record):
+        with open(path, "a") as f:
+            f.write(json.dumps(record) + "\n")
+
+    return append
+
+
 def parse_args(argv=None):
+    """The command line -> (cfg, given): the Config, and the names of the flags on the command
+    line, which a checkpoint must agree with even where they equal the default."""
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     for f in dataclasses.fields(Config):
-        flag = "--" + f.name.replace("_", "-")
         if f.type is bool:
-            parser.add_argument(flag, action="store_true", default=argparse.SUPPRESS,
+            parser.add_argument(flag(f.name), action="store_true", default=argparse.SUPPRESS,
                                 help=f.metadata["help"])
         else:
-            parser.add_argument(flag, type=f.type, default=argparse.SUPPRESS,
+            parser.add_argument(flag(f.name), type=f.type, default=argparse.SUPPRESS,
                                 help=f"{f.metadata['help']} (default {f.default!r})")
     given = vars(parser.parse_args(argv))  # the flags on the command line, no others
-    cfg = Config(**given)
-    cfg.flags_given = set(given)  # so that a checkpoint can tell them from defaults
-    return cfg
+    return Config(**given), frozenset(given)
 
 
 def main(argv=None):
     try:
-        run(parse_args(argv))
+        run(*parse_args(argv))
     except BadInput as e:
         print(f"{SCRIPT}.py: error: {e}", file=sys.stderr)
         sys.exit(2)
@@ -601,11 +635,18 @@ def main(argv=None):
         sys.exit(130)
 
 
-def run(cfg):
+def run(cfg, given=frozenset()):
+    """Train as cfg says (from scratch, or --resume from the checkpoint), or load the
+    checkpoint (--sample-only); then query the vectors. `given`: the flags on the command
+    line."""
     torch.manual_seed(cfg.seed)
     device = pick_device(cfg.device)
     path = os.path.join(cfg.out_dir, f"{SCRIPT}.pt")
-    ckpt = load_checkpoint(path, cfg) if cfg.resume or cfg.sample_only else None
+    ckpt = None
+    if cfg.resume or cfg.sample_only:  # its vectors' shape, and on --resume how it trained
+        ckpt = read_checkpoint(path)
+        adopt(cfg, ckpt["config"], "the checkpoint", given,
+              MODEL_ARGS + (TRAIN_ARGS if cfg.resume else ()))
     if cfg.sample_only:
         require(not cfg.data or cfg.data == ckpt["config"]["data"], f"--data {cfg.data} is not"
                 f" the text {path} was trained on; --sample-only needs no --data")
@@ -613,9 +654,10 @@ def run(cfg):
     else:
         sentences = tokenize(load_text(cfg.data), letters_only=not cfg.data)
         itos, counts = build_vocab(sentences, cfg.min_count)
-        if ckpt and ckpt["vocab"] != itos:
-            raise BadInput(f"this text's vocabulary differs from the checkpoint's; resume on the"
-                           f" text it was trained on ({ckpt['config']['data'] or 'the default'})")
+        if ckpt:
+            trained_on = ckpt["config"]["data"] or "the default"
+            require(ckpt["vocab"] == itos, "this text's vocabulary differs from the checkpoint's;"
+                    f" resume on the text it was trained on ({trained_on})")
     stoi = {w: i for i, w in enumerate(itos)}
     queries = parse_queries(cfg.prompt, stoi, cfg.eval_vocab)
     model = Word2Vec(len(itos), cfg.dim).to(device)
@@ -637,8 +679,9 @@ def run(cfg):
                                    "model": model.state_dict(),
                                    "rng": torch.get_rng_state()})
 
-        train(model, corpus, counts, cfg, state, save,
-              lambda: show(model, queries, itos, cfg))
+        log = open_metrics(os.path.join(cfg.out_dir, f"{SCRIPT}.jsonl"), cfg.resume)
+        train(model, corpus, counts, cfg, state, save, lambda: show(model, queries, itos, cfg),
+              log)
     else:
         show(model, queries, itos, cfg)
     if cfg.analogies:

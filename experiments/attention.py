@@ -46,7 +46,8 @@ def load(module, folder):
     """The model in folder/<script>.pt, rebuilt as the script's --sample-only rebuilds it."""
     cfg = module.Config()
     try:
-        ckpt = module.load_checkpoint(os.path.join(folder, f"{module.SCRIPT}.pt"), cfg)
+        ckpt = module.load_checkpoint(os.path.join(folder, f"{module.SCRIPT}.pt"), cfg,
+                                      given=frozenset())
     except module.BadInput as e:
         figure.refuse(str(e))
     model = module.make_model(ckpt["vocab"], cfg)

@@ -12,9 +12,10 @@ against seconds and against characters seen -> figures/ladder.png and ladder.jso
 
 Sequence models (rnn, lstm, gru, gpt) all get --block-size 128 --batch-size 32, rnn.py's
 defaults, so that a step sees the same characters; mlp.py keeps its own (context 16, 64 windows
-of 16 scored characters a step). Everything else is each script's default. The scripts print
-their parameter count and the shared log line `step N | train loss X | val loss Y | ... | Ns
-elapsed, ...`, which is all this reads; their logs and checkpoints go to --runs-dir. The dashed
+of 16 scored characters a step). Everything else is each script's default. Each script writes
+every evaluation to its metrics file, <out-dir>/<script>.jsonl (step, train_loss, val_loss,
+seconds, chars_per_s), which is what this reads, with the parameter count of the checkpoint
+beside it; their logs, metrics files and checkpoints go to --runs-dir. The dashed
 line is a unigram model: each character's frequency in the training split, scored on the
 validation split. It also prints the table the benchmark this replaces printed, from the same
 runs: each script's val loss at the end of the budget and at equal characters seen.
@@ -26,23 +27,21 @@ Timing-sensitive (the budget is wall-clock): run it alone on the machine. About 
     python experiments/ladder.py --quick          # 2 s each: out/figures/ladder.png
 """
 import importlib
+import json
 import os
-import re
 import subprocess
 import sys
 import time
 from collections import Counter
 
 import numpy as np
+import torch
 
 import figure
 import rnn
 
 SCRIPTS = ("mlp", "rnn", "lstm", "gru", "gpt")  # bottom to top of the ladder
 SEQUENCE = {"block_size": 128, "batch_size": 32}  # for every script but mlp.py
-LOG = re.compile(r"^step +(\d+) \| train loss ([\d.]+) \| val loss ([\d.]+) \| +([\d.]+)k \w+/s"
-                 r" \| +(\d+)s elapsed")
-PARAMS = re.compile(r"^\w+\.py: ([\d.]+)M parameters")
 
 
 def flags(script):
@@ -56,8 +55,15 @@ def chars_per_step(script):
     return cfg.batch_size * cfg.block_size * getattr(cfg, "grad_accum", 1)
 
 
+def parameters(path):
+    """Millions of parameters in the checkpoint at `path`, a tied matrix counted once (as the
+    scripts count them)."""
+    weights = torch.load(path, map_location="cpu", weights_only=True)["model"].values()
+    return sum({w.data_ptr(): w.numel() for w in weights}.values()) / 1e6
+
+
 def train(script, steps, evals, eval_steps, sample_chars, args, name):
-    """`python <script>.py` for `steps` steps, evaluated `evals` times; its log, parsed."""
+    """`python <script>.py` for `steps` steps, evaluated `evals` times; its metrics file."""
     out_dir = os.path.join(args.runs_dir, name)
     cmd = [sys.executable, os.path.join(figure.ROOT, f"{script}.py"), "--max-steps", str(steps),
            "--eval-interval", str(max(1, steps // evals)), "--eval-steps", str(eval_steps),
@@ -72,14 +78,14 @@ def train(script, steps, evals, eval_steps, sample_chars, args, name):
         f.write(" ".join(cmd) + "\n" + r.stdout + r.stderr)
     if r.returncode != 0:
         sys.exit(f"ladder.py: {' '.join(cmd)} failed (exit status {r.returncode}):\n{r.stderr}")
-    lines = r.stdout.splitlines()
-    points = [m.groups() for m in map(LOG.match, lines) if m]
-    return {"params": next(float(m.group(1)) for m in map(PARAMS.match, lines) if m),
+    with open(os.path.join(out_dir, f"{script}.jsonl")) as f:
+        records = [json.loads(line) for line in f]
+    return {"params": round(parameters(os.path.join(out_dir, f"{script}.pt")), 2),
             "command": " ".join(["python", f"{script}.py"] + cmd[2:]),
-            "wall": time.time() - t0, "steps": [int(p[0]) for p in points],
-            "train": [float(p[1]) for p in points], "val": [float(p[2]) for p in points],
-            "rate": [1e3 * float(p[3]) for p in points],
-            "seconds": [float(p[4]) for p in points]}
+            "wall": time.time() - t0, "steps": [r["step"] for r in records],
+            "train": [r["train_loss"] for r in records], "val": [r["val_loss"] for r in records],
+            "rate": [r["chars_per_s"] for r in records],
+            "seconds": [r["seconds"] for r in records]}
 
 
 def unigram(text):
@@ -105,13 +111,13 @@ def measure(args):
     runs = {}
     for s in args.scripts:
         trial = train(s, trial_steps, 1, 1, 0, args, "trial")
-        # seconds a step, from the chars/s of the last log line: more digits than its elapsed
+        # seconds a step, from the chars/s of the last evaluation (since the one before)
         per_step = chars_per_step(s) / max(trial["rate"][-1], 1.0)
         steps = max(1, round(seconds / per_step))
         run = train(s, steps, evals, eval_steps, 0 if quick else 200, args, "run")
         run.update(chars_per_step=chars_per_step(s), trial_seconds_per_step=per_step,
                    max_steps=steps, eval_share=1 - steps * per_step / max(
-                       run["seconds"][-1], steps * per_step),  # (0 if the log rounds below)
+                       run["seconds"][-1], steps * per_step),  # (0 if timing noise is below)
                    chars=[k * chars_per_step(s) for k in run["steps"]])
         del run["rate"]
         runs[s] = run

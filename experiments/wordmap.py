@@ -40,7 +40,8 @@ def load(folder):
     """word2vec.py's model in folder/word2vec.pt, as its --sample-only loads it."""
     cfg = word2vec.Config()
     try:
-        ckpt = word2vec.load_checkpoint(os.path.join(folder, "word2vec.pt"), cfg)
+        ckpt = word2vec.read_checkpoint(os.path.join(folder, "word2vec.pt"))
+        word2vec.adopt(cfg, ckpt["config"], "the checkpoint", given=frozenset())
     except word2vec.BadInput as e:
         figure.refuse(str(e))
     model = word2vec.Word2Vec(len(ckpt["vocab"]), cfg.dim)

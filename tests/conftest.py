@@ -171,3 +171,23 @@ def check_sample_only_draws_by_seed(module, capsys, *args):
 
     first = samples(1)
     assert first and samples(1) == first and samples(2) != first
+
+
+def check_metrics(path, printed, *own):
+    """The metrics file at `path` holds one JSON object per evaluation the run printed (in
+    `printed`, its stdout): the step, the losses and rate as printed (to the digits shown),
+    seconds, and the script's `own` keys. Returns the records."""
+    with open(path) as f:
+        records = [json.loads(line) for line in f]
+    lines = [[field.split() for field in line.split(" | ")] for line in printed.splitlines()
+             if line.startswith("step ")]
+    assert [r["step"] for r in records] == [int(line[0][1]) for line in lines]
+    for r, line in zip(records, lines):
+        assert {"step", "train_loss", "seconds", *own} <= r.keys()
+        assert f"{r['train_loss']:.4f}" == line[1][-1]
+        rate = next(k for k in r if k.endswith("_per_s"))
+        assert f"{r[rate] / 1e3:.1f}k" == line[[f[-1] for f in line].index(
+            rate.removesuffix("_per_s") + "/s")][0]
+        if "val_loss" in r:
+            assert f"{r['val_loss']:.4f}" == line[2][-1]
+    return records

@@ -12,9 +12,9 @@ from collections import namedtuple
 import pytest
 import torch
 
-from conftest import (ROOT, TINY_TEXT, check_sampling, ctrl_c_at_call, poison_loss_at,
-                      check_refuses_earlier_checkpoints, check_sample_only_draws_by_seed,
-                      run_script, unigram_entropy)
+from conftest import (ROOT, TINY_TEXT, check_metrics, check_sampling, ctrl_c_at_call,
+                      poison_loss_at, check_refuses_earlier_checkpoints,
+                      check_sample_only_draws_by_seed, run_script, unigram_entropy)
 
 Script = namedtuple("Script", "module layer builtin")  # e.g. (lstm, lstm.LSTM, nn.LSTM)
 
@@ -215,6 +215,7 @@ def test_cli_trains_saves_and_samples(script, tmp_path, tiny_file, monkeypatch, 
     out = capsys.readouterr().out
     assert out.startswith(f"{name}.py: ") and " parameters, vocabulary " in out
     assert "step    20 | train loss" in out and "chars/s" in out
+    check_metrics(tmp_path / "out" / f"{name}.jsonl", out, "val_loss", "chars_per_s")
     ckpt = torch.load(tmp_path / "out" / f"{name}.pt", weights_only=True)
     assert ckpt["script"] == name and ckpt["step"] == 20
     assert ckpt["vocab"] == "".join(sorted(set(TINY_TEXT)))
@@ -313,41 +314,41 @@ def test_cli_non_finite_loss_exits_1_and_keeps_the_last_good_checkpoint(script, 
     assert torch.load(tmp_path / "out" / f"{name}.pt", weights_only=True)["step"] == 10
 
 
-def test_checkpoint_keeps_every_devices_generator_and_resume_restores_it(script, tmp_path,
-                                                                        tiny_file, monkeypatch):
+def test_checkpoint_keeps_the_devices_generator_and_resume_restores_it(script, tmp_path,
+                                                                      tiny_file, monkeypatch):
     m, name = script.module, script.module.SCRIPT
     monkeypatch.chdir(tmp_path)
     # the CPU's generator, for real
-    state = m.rng_state()
+    cpu = torch.device("cpu")
+    states = m.rng_states(cpu)
+    assert list(states) == ["cpu"]
     a = torch.rand(5)
-    m.set_rng_state(state)
+    m.set_rng_states(states, cpu)
     assert torch.equal(torch.rand(5), a)
     # a GPU's, with the CUDA and MPS calls stood in for (this machine may have neither)
-    gpu = {"cuda": [torch.full((8,), 7, dtype=torch.uint8)] * 2,
-           "mps": torch.full((8,), 9, dtype=torch.uint8)}
-    restored = {}
-    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
-    monkeypatch.setattr(torch.cuda, "get_rng_state_all", lambda: gpu["cuda"])
-    monkeypatch.setattr(torch.cuda, "set_rng_state_all", lambda s: restored.update(cuda=s))
-    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: True)
-    monkeypatch.setattr(torch.mps, "get_rng_state", lambda: gpu["mps"])
-    monkeypatch.setattr(torch.mps, "set_rng_state", lambda s: restored.update(mps=s))
+    for kind, module in (("cuda", torch.cuda), ("mps", torch.mps)):
+        device, restored = torch.device(kind, 0), {}
+        monkeypatch.setattr(module, "get_rng_state", lambda device, kind=kind: torch.tensor(
+            [7 if kind == "cuda" else 9, device.index], dtype=torch.uint8))
+        monkeypatch.setattr(module, "set_rng_state",
+                            lambda s, device: restored.update(state=s, device=device))
+        states = m.rng_states(device)
+        assert set(states) == {"cpu", kind}
+        assert states[kind].tolist() == [7 if kind == "cuda" else 9, 0]  # the run's device's
+        m.set_rng_states(states, device)
+        assert torch.equal(restored["state"], states[kind]) and restored["device"] == device
+        restored.clear()
+        m.set_rng_states({"cpu": states["cpu"]}, device)  # saved on a CPU: left as seeded
+        assert not restored
+    # earlier versions saved CUDA's state as a list, one a GPU: the run's GPU gets its own
+    m.set_rng_states({"cpu": states["cpu"], "cuda": [torch.tensor([1]), torch.tensor([2])]},
+                     torch.device("cuda", 1))
+    assert restored["state"].tolist() == [2]
+    # a CPU run saves the CPU's alone
     args = ["--data", str(tiny_file), "--device", "cpu", *map(str, TINY), "--num-samples", "0"]
     m.main([*args, "--max-steps", "10"])
     rng = torch.load(tmp_path / "out" / f"{name}.pt", weights_only=True)["rng"]
-    assert torch.equal(rng["cpu"], torch.get_rng_state())  # nothing drawn after the last save
-    assert all(torch.equal(a, b) for a, b in zip(rng["cuda"], gpu["cuda"], strict=True))
-    assert torch.equal(rng["mps"], gpu["mps"])
-    assert not restored  # a fresh run restores nothing
-    m.main([*args, "--max-steps", "20", "--resume"])
-    assert all(torch.equal(a, b) for a, b in zip(restored["cuda"], gpu["cuda"], strict=True))
-    assert torch.equal(restored["mps"], gpu["mps"])
-    # resumed where there is no GPU: the CPU's state alone
-    restored.clear()
-    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
-    m.main([*args, "--max-steps", "30", "--resume"])
-    assert not restored
+    assert list(rng) == ["cpu"] and torch.equal(rng["cpu"], torch.get_rng_state())
 
 
 # Refusals run main() in-process (the same code path as the command line, without paying for

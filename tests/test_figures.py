@@ -55,7 +55,7 @@ def logged(path):
     return rows
 
 
-def test_ladder_draws_each_scripts_curve_from_its_own_log(tmp_path, capsys, monkeypatch):
+def test_ladder_draws_each_scripts_curve_from_its_metrics_file(tmp_path, capsys, monkeypatch):
     text = tmp_path / "tiny.txt"
     text.write_text(TINY_TEXT)
     out, runs = tmp_path / "fig", tmp_path / "runs"
@@ -67,10 +67,16 @@ def test_ladder_draws_each_scripts_curve_from_its_own_log(tmp_path, capsys, monk
     for s, r in data["runs"].items():
         log = open(runs / "run" / f"{s}.log").read()
         assert f"--max-steps {r['max_steps']} " in log.splitlines()[0]
-        rows = logged(runs / "run" / f"{s}.log")
+        with open(runs / "run" / f"{s}.jsonl") as f:
+            records = [json.loads(line) for line in f]
         assert [(k, a, b, c) for k, a, b, c in zip(r["steps"], r["train"], r["val"],
-                                                   r["seconds"])] == rows
+                                                   r["seconds"])] == \
+            [(x["step"], x["train_loss"], x["val_loss"], x["seconds"]) for x in records]
+        rows = logged(runs / "run" / f"{s}.log")  # what it printed: the same, rounded
+        assert [(k, round(a, 4), round(b, 4), round(c)) for k, a, b, c in zip(
+            r["steps"], r["train"], r["val"], r["seconds"])] == rows
         assert rows[0][0] == 0 and rows[-1][0] == r["max_steps"] and len(rows) >= 2
+        assert r["params"] == float(log.splitlines()[1].split()[1].rstrip("M"))
         assert r["chars"] == [k * 32 * 128 for k in r["steps"]]  # batch x block, as in its log
         assert r["command"].startswith(f"python {s}.py --max-steps {r['max_steps']}")
         assert "--block-size=128 --batch-size=32" in r["command"]

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 
 import mlp
 import rnn
-from conftest import (TINY_TEXT, check_refuses_earlier_checkpoints,
+from conftest import (TINY_TEXT, check_metrics, check_refuses_earlier_checkpoints,
                       check_sample_only_draws_by_seed, check_sampling, ctrl_c_at_call,
                       run_script, unigram_entropy)
 
@@ -262,6 +262,7 @@ def test_cli_trains_saves_and_samples(tmp_path, tiny_file, capsys, monkeypatch):
     assert first.startswith("mlp.py: ")
     assert first.endswith(f"M parameters, vocabulary {len(CHARS)}, on cpu")
     assert "step    20 | train loss" in r.stdout and "chars/s" in r.stdout
+    check_metrics(tmp_path / "out" / "mlp.jsonl", r.stdout, "val_loss", "chars_per_s")
     ckpt = torch.load(tmp_path / "out" / "mlp.pt", weights_only=True)
     assert ckpt["script"] == "mlp" and ckpt["step"] == 20 and ckpt["vocab"] == CHARS
     assert ckpt["config"]["block_size"] == 8
@@ -315,9 +316,9 @@ def test_ctrl_c_saves_and_resume_reaches_the_same_weights(tmp_path, tiny_file, m
     monkeypatch.setattr(mlp, "get_batch", get_batch)
     started, train = [], mlp.train
 
-    def recording_train(model, optimizer, data, cfg, step=0, save=None):
+    def recording_train(model, optimizer, data, cfg, step=0, *args):
         started.append(step)
-        return train(model, optimizer, data, cfg, step, save)
+        return train(model, optimizer, data, cfg, step, *args)
 
     monkeypatch.setattr(mlp, "train", recording_train)
     mlp.main([*args, "--out-dir", "cut", "--resume"])
@@ -419,7 +420,7 @@ def test_cli_refuses_a_device_this_machine_lacks(tiny_file, refused, monkeypatch
     monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
     for device, kind in [("cuda", "cuda"), ("cuda:0", "cuda"), ("mps", "mps")]:
         refused(mlp, "--data", tiny_file, "--device", device, *TINY,
-                says=[f"--device {device}: torch finds no {kind} device"])
+                says=[f"--device {device} is not available here"])
     refused(mlp, "--data", tiny_file, "--device", "gpu", says=["unknown --device 'gpu'"])
 
 

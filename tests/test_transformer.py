@@ -14,7 +14,8 @@ import torch.nn as nn
 
 import seq2seq
 import transformer as tr
-from conftest import check_padding_invariance, check_refuses_earlier_checkpoints, ctrl_c_at_call
+from conftest import (check_metrics, check_padding_invariance, check_refuses_earlier_checkpoints,
+                      ctrl_c_at_call)
 
 TINY = ["--n-embd", 8, "--n-hidden", 16, "--n-head", 2, "--batch-size", 8, "--eval-interval",
         10, "--eval-steps", 2, "--max-new-tokens", 12, "--num-samples", 2]
@@ -395,6 +396,7 @@ def test_cli_trains_resumes_exactly_and_translates(tmp_path, tsv, monkeypatch, c
     tr.main([*args, "--out-dir", "whole"])
     out = capsys.readouterr().out
     assert "step    30 | train loss" in out and "| exact" in out and out.count("->") == 2
+    check_metrics(tmp_path / "whole" / "transformer.jsonl", out, "val_loss", "exact", "bleu")
     ckpt = torch.load(tmp_path / "whole" / "transformer.pt", weights_only=True)
     assert ckpt["script"] == "transformer" and ckpt["step"] == 30
     assert ckpt["config"]["n_head"] == 2 and "lm_head.weight" in ckpt["model"]
@@ -459,7 +461,7 @@ def test_device_is_picked_cuda_then_mps_then_cpu_and_a_missing_one_refused(tsv, 
         assert tr.pick_device("") == torch.device(expected)
     for name in ("cuda", "mps"):
         refused(tr, "--data", tsv, "--device", name,
-                says=[f"--device {name}: this machine has no {name} device"])
+                says=[f"--device {name} is not available here"])
 
 
 def test_cli_refuses_bad_settings_and_foreign_checkpoints(tmp_path, tsv, refused):

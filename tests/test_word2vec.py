@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 
 import word2vec as w2v
-from conftest import ctrl_c_at_call
+from conftest import check_metrics, ctrl_c_at_call
 
 TINY = ["--dim", 8, "--window", 2, "--negative", 3, "--min-count", 1, "--batch-size", 16,
         "--eval-interval", 5, "--epochs", 1, "--top-k", 3]
@@ -377,6 +377,7 @@ def test_cli_trains_queries_evaluates_and_resumes_exactly(tmp_path, planted_file
     out = capsys.readouterr().out
     assert "step    10 | train loss" in out and "words/s" in out and "e0m ->" in out
     assert "he:she::e1m:? ->" in out
+    check_metrics(tmp_path / "whole" / "word2vec.jsonl", out, "lr", "words_per_s")
     whole = torch.load(tmp_path / "whole" / "word2vec.pt", weights_only=True)
     n_words = len(planted_corpus(300).split())  # min-count 1: every word is in the vocabulary
     assert whole["script"] == "word2vec" and whole["words"] == n_words
@@ -460,7 +461,7 @@ def test_cli_refuses_a_device_this_machine_lacks(monkeypatch, planted_file, refu
     no_accelerators(monkeypatch)
     for name, kind in [("cuda", "cuda"), ("cuda:0", "cuda"), ("mps", "mps")]:
         refused(w2v, "--data", planted_file, *TINY, "--prompt", "he", "--device", name,
-                says=[f"--device {name}: this machine has no {kind} device"])
+                says=[f"--device {name} is not available here"])
     refused(w2v, "--data", planted_file, *TINY, "--device", "gpu", says=["unknown --device 'gpu'"])
 
 
