@@ -56,6 +56,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+SCRIPT = "bert"  # written into checkpoints, so that a sibling script refuses this one's
+
 
 # ----------------------------------------------------------------------------- model
 
@@ -207,63 +209,78 @@ class BERT(nn.Module):
     def from_pretrained(cls, name_or_dir, block_size=None, dropout=0.0):
         """A BERT from a folder in transformers' layout (config.json, model.safetensors; keys of
         BertModel, or of BertForMaskedLM with "bert." before them), or a hub name fetched with
-        huggingface_hub; the folder's vocabulary (vocab.txt's lines) comes as model.vocab.
-        The pooler is left out (embed() pools by the mean); a missing MLM head stays as
-        initialised; a block_size below the folder's keeps the first rows of the positions."""
+        huggingface_hub; the folder's vocabulary (vocab.txt's lines) comes as model.vocab, None
+        if it has no vocab.txt. The pooler is left out (embed() pools by the mean); a missing
+        MLM head stays as initialised; a block_size below the folder's keeps the first rows of
+        the positions. Raises FileNotFoundError, ImportError or ValueError saying what is wrong."""
         folder = str(name_or_dir)
         if not os.path.isdir(folder):
-            require("/" in folder, f"--init-from {folder}: no such folder")
-            hub = optional("huggingface_hub")
+            if "/" not in folder:
+                raise FileNotFoundError("no such folder")
             try:
-                folder = hub.snapshot_download(folder, allow_patterns=[
+                import huggingface_hub
+            except ImportError:
+                raise ImportError("no such folder; to fetch it from the Hugging Face hub:"
+                                  " pip install huggingface_hub") from None
+            try:
+                folder = huggingface_hub.snapshot_download(folder, allow_patterns=[
                     "config.json", "model.safetensors", "vocab.txt"])
             except Exception as e:  # offline, the hub unreachable, no such repository
-                raise BadInput(f"--init-from {name_or_dir}: no such folder, and cannot fetch it"
-                               f" from the Hugging Face hub ({type(e).__name__})") from None
-        for name in ("config.json", "model.safetensors", "vocab.txt"):
-            require(os.path.exists(os.path.join(folder, name)), f"--init-from {name_or_dir}: no"
-                    f" {name} in it")
+                raise FileNotFoundError("no such folder, and cannot fetch it from the Hugging"
+                                        f" Face hub ({type(e).__name__})") from None
+        for name in ("config.json", "model.safetensors"):
+            if not os.path.exists(os.path.join(folder, name)):
+                raise FileNotFoundError(f"no {name} in it")
         with open(os.path.join(folder, "config.json")) as f:
             hf = json.load(f)
-        require(hf.get("model_type") == "bert" and hf.get("hidden_act", "gelu") == "gelu",
-                f"--init-from {name_or_dir}: not a BERT with GELU (model_type"
-                f" {hf.get('model_type')}, hidden_act {hf.get('hidden_act')})")
+        if hf.get("model_type") != "bert" or hf.get("hidden_act", "gelu") != "gelu":
+            raise ValueError(f"not a BERT with GELU (model_type {hf.get('model_type')},"
+                             f" hidden_act {hf.get('hidden_act')})")
         block_size = block_size or hf["max_position_embeddings"]
-        require(block_size <= hf["max_position_embeddings"], f"--block-size {block_size} is more"
-                f" than {name_or_dir}'s {hf['max_position_embeddings']} positions")
+        if block_size > hf["max_position_embeddings"]:
+            raise ValueError(f"block size {block_size} is more than its"
+                             f" {hf['max_position_embeddings']} positions")
         model = cls(hf["vocab_size"], block_size, hf["hidden_size"], hf["num_attention_heads"],
                     hf["num_hidden_layers"], hf["intermediate_size"], hf.get("type_vocab_size", 2),
                     dropout, hf.get("layer_norm_eps", 1e-12))
-        weights = optional("safetensors.torch", "safetensors").load_file(
-            os.path.join(folder, "model.safetensors"))
-        weights = {k.removeprefix("bert."): w for k, w in weights.items()}
+        try:
+            from safetensors.torch import load_file
+        except ImportError:
+            raise ImportError("reading model.safetensors needs safetensors: pip install"
+                              " safetensors") from None
+        weights = {k.removeprefix("bert."): w
+                   for k, w in load_file(os.path.join(folder, "model.safetensors")).items()}
         tied = ("cls.predictions.decoder.weight", "cls.predictions.decoder.bias")  # = ours
         ours = {k: p for k, p in model.state_dict().items() if k not in tied}
         theirs = {k: w for k, w in weights.items() if k in ours}
         missing = sorted(k for k in ours.keys() - theirs.keys() if not k.startswith("cls."))
-        require(not missing, f"--init-from {name_or_dir}: missing {missing}"[:300])
+        if missing:
+            raise ValueError(f"model.safetensors has no {', '.join(missing)}"[:300])
         with torch.no_grad():
             for name, w in theirs.items():
                 w = w[:block_size] if name.endswith("position_embeddings.weight") else w
-                require(w.shape == ours[name].shape, f"--init-from {name_or_dir}: {name} is"
-                        f" {tuple(w.shape)}, the model's {tuple(ours[name].shape)}")
+                if w.shape != ours[name].shape:
+                    raise ValueError(f"{name} is {tuple(w.shape)}, the model's"
+                                     f" {tuple(ours[name].shape)}")
                 ours[name].copy_(w)
-        with open(os.path.join(folder, "vocab.txt"), encoding="utf-8") as f:
-            vocab = [line.rstrip("\n") for line in f]
-        require(len(vocab) == hf["vocab_size"], f"--init-from {name_or_dir}: vocab.txt has"
-                f" {len(vocab)} tokens, config.json says {hf['vocab_size']}")
-        model.vocab = vocab  # for Tokenizer(model.vocab, wordpiece=True)
+        model.vocab = None  # for Tokenizer(model.vocab, wordpiece=True)
+        if os.path.exists(os.path.join(folder, "vocab.txt")):
+            with open(os.path.join(folder, "vocab.txt"), encoding="utf-8") as f:
+                model.vocab = [line.rstrip("\n") for line in f]
+            if len(model.vocab) != hf["vocab_size"]:
+                raise ValueError(f"vocab.txt has {len(model.vocab)} tokens, config.json says"
+                                 f" {hf['vocab_size']}")
         return model
 
 
-def contrastive_loss(q, d, temperature):
+def contrastive_loss(q, d, tau):
     """InfoNCE with in-batch negatives: q, d (B,C), pair i is (q_i, d_i); every other d_j is a
-    negative for q_i. The logits are cosine similarities over the temperature."""
-    s = F.normalize(q, dim=-1) @ F.normalize(d, dim=-1).t() / temperature  # (B,B)
+    negative for q_i. The logits are cosine similarities over the temperature tau."""
+    s = F.normalize(q, dim=-1) @ F.normalize(d, dim=-1).t() / tau  # (B,B)
     return F.cross_entropy(s, torch.arange(len(s), device=s.device))
 
 
-# ----------------------------------------------------------------------------- tokens
+# ----------------------------------------------------------------------------- data
 
 SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]  # BERT's, looked up by name
 
@@ -370,8 +387,6 @@ def collate(seqs, pad, device):
                                      batch_first=True)
     return idx.to(device), mask.to(device)
 
-
-# ----------------------------------------------------------------------------- data
 
 SKIP = ("site-packages", "test", "tests", "idle_test")  # folders left out of the default corpus
 MIN_WORDS = 4  # a docstring shorter than this says too little to search by
@@ -523,7 +538,7 @@ def stage_loss(model, batch, stage, cfg):
         idx, targets, mask = batch
         return model(idx, targets, mask)[1]
     (q, qm), (d, dm) = batch
-    return contrastive_loss(model.embed(q, qm), model.embed(d, dm), cfg.temperature)
+    return contrastive_loss(model.embed(q, qm), model.embed(d, dm), cfg.tau)
 
 
 # ----------------------------------------------------------------------------- train
@@ -610,7 +625,7 @@ def make_optimizer(model, cfg):
 def get_lr(step, cfg):
     """Each stage on its own: linear warmup over cfg.warmup_steps, then cosine decay to
     cfg.lr / 10 at the stage's end."""
-    length = cfg.mlm_steps if step < cfg.mlm_steps else cfg.steps
+    length = cfg.mlm_steps if step < cfg.mlm_steps else cfg.max_steps - cfg.mlm_steps
     step = step if step < cfg.mlm_steps else step - cfg.mlm_steps
     if step < cfg.warmup_steps:
         return cfg.lr * (step + 1) / (cfg.warmup_steps + 1)
@@ -618,16 +633,18 @@ def get_lr(step, cfg):
     return cfg.lr * (0.55 + 0.45 * math.cos(math.pi * min(progress, 1.0)))
 
 
-def train(model, optimizer, data, tok, cfg, step=0, save=None, batches=None):
-    """Train from `step` to cfg.mlm_steps + cfg.steps on data = {"train": ..., "val": ...}
+def train(model, optimizer, data, tok, cfg, step=0, save=None, batches=None, log=None):
+    """Train from `step` to cfg.max_steps on data = {"train": ..., "val": ...}
     (tokenize_pairs'): the masked LM up to cfg.mlm_steps, then the contrastive loss; batches
     drawn from the generator `batches`. At step 0, every eval_interval steps, at the end of
-    each stage: evaluate, log, save(step). Ctrl-C saves and raises KeyboardInterrupt; a
-    non-finite loss or gradient raises FloatingPointError before it can reach the weights.
+    each stage: evaluate, print, log(the numbers as a dict), save(step). Ctrl-C saves and
+    raises KeyboardInterrupt; a non-finite loss or gradient raises FloatingPointError before
+    it can reach the weights.
     Returns the last evaluation."""
     device = next(model.parameters()).device
     save = save or (lambda step: None)
-    end = cfg.mlm_steps + cfg.steps
+    log = log or (lambda record: None)
+    end = cfg.max_steps
     start, t0, t_log, tokens, out = step, time.time(), time.time(), 0, {}
 
     def report(step):  # evaluate, log, save
@@ -645,6 +662,8 @@ def train(model, optimizer, data, tok, cfg, step=0, save=None, batches=None):
               f" | {tokens / (now - t_log) / 1e3:6.1f}k tokens/s | {now - t0:4.0f}s elapsed,"
               f" ETA {eta:4.0f}s | {'masked LM' if stage == 'mlm' else 'contrastive'}{line}",
               flush=True)
+        log({"step": step, "stage": stage, "train_loss": out["train"], "val_loss": out["val"],
+             "seconds": now - t0, **{k: out[k] for k in ("R@1", "R@10", "MRR") if k in out}})
         save(step)
         t_log, tokens = time.time(), 0
 
@@ -687,12 +706,12 @@ def batch_masks(batch, stage):
 # ----------------------------------------------------------------------------- sample
 
 @torch.no_grad()
-def search(model, tok, queries, doc_emb, block_size, top_k):
-    """bert.py's sample(): for each query text, the top_k documents by cosine similarity of
-    their embeddings doc_emb (N,C), unit length: a list of (score, document index) lists."""
+def search(model, tok, queries, doc_emb, block_size, num_results):
+    """bert.py's sample(): for each query text, the num_results documents by cosine similarity
+    of their embeddings doc_emb (N,C), unit length: a list of (score, document index) lists."""
     device = doc_emb.device
     q = embed_all(model, [tok.encode(text, block_size) for text in queries], tok.pad, 64, device)
-    scores, ix = (q @ doc_emb.t()).topk(min(top_k, len(doc_emb)), dim=-1)  # (Q,k)
+    scores, ix = (q @ doc_emb.t()).topk(min(num_results, len(doc_emb)), dim=-1)  # (Q,k)
     return [list(zip(s.tolist(), i.tolist())) for s, i in zip(scores, ix)]
 
 
@@ -704,7 +723,6 @@ def show(score, doc):
 
 # ----------------------------------------------------------------------------- config
 
-SCRIPT = "bert"  # written into checkpoints, so that a sibling script refuses this one's
 MODEL_ARGS = ("block_size", "n_embd", "n_head", "n_layer")  # what a checkpoint fixes
 
 
@@ -752,12 +770,14 @@ class Config:
     n_layer: int = arg(2, "encoder blocks stacked", "positive")
     dropout: float = arg(0.1, "dropout in training (BERT: 0.1)", "non-negative")
     # optimization
-    mlm_steps: int = arg(200, "stage 1: masked-language-model steps", "non-negative")
-    steps: int = arg(500, "stage 2: contrastive steps on the pairs", "non-negative")
+    max_steps: int = arg(700, "optimizer steps in all: the masked LM's, then the contrastive"
+                              " ones", "positive")
+    mlm_steps: int = arg(200, "the first stage's share of --max-steps: masked-language-model"
+                              " steps", "non-negative")
     batch_size: int = arg(64, "texts a masked-LM step, pairs a contrastive step (in-batch"
                               " negatives: more is harder)", "positive")
-    temperature: float = arg(0.05, "of the contrastive loss's cosine similarities (SimCSE:"
-                                   " 0.05)", "positive")
+    tau: float = arg(0.05, "the contrastive loss's temperature: cosine similarities / tau"
+                           " (SimCSE: 0.05)", "positive")
     lr: float = arg(1e-3, "AdamW peak learning rate, each stage decayed along a cosine to lr/10",
                     "positive")
     weight_decay: float = arg(0.01, "AdamW weight decay, on matrices only (BERT: 0.01)",
@@ -776,7 +796,7 @@ class Config:
     # sampling
     prompt: str = arg("", "a query to search for; empty: --num-samples held-out queries")
     num_samples: int = arg(3, "held-out queries searched at the end", "non-negative")
-    top_k: int = arg(5, "results shown per query", "positive")
+    num_results: int = arg(5, "results shown per query", "positive")
 
     def __post_init__(self):  # refuse impossible values before any work is done
         for f in dataclasses.fields(self):
@@ -789,8 +809,8 @@ class Config:
         require(self.dropout < 1, f"--dropout must be below 1, got {self.dropout}")
         require(self.block_size >= 3, f"--block-size must be at least 3 ([CLS], a token, [SEP]),"
                 f" got {self.block_size}")
-        require(self.sample_only or self.mlm_steps + self.steps > 0,
-                "--mlm-steps and --steps are both 0: nothing to train")
+        require(self.mlm_steps <= self.max_steps, f"--mlm-steps {self.mlm_steps} is more than"
+                f" --max-steps {self.max_steps}, the steps of both stages")
 
 
 # ----------------------------------------------------------------------------- main
@@ -830,18 +850,17 @@ def set_rng_states(states, device, batches):
         torch.mps.set_rng_state(states["mps"], device)
 
 
-def adopt(cfg, fixed, source):
-    """Take the model shape in `fixed` into cfg, refusing a flag that asks for another."""
+def adopt(cfg, fixed, source, given):
+    """Take the model shape in `fixed` into cfg, refusing a flag in `given` that asks for
+    another."""
     for name in MODEL_ARGS:
-        given = getattr(cfg, name)
-        asked = (name in cfg.flags_given if hasattr(cfg, "flags_given")
-                 else given != getattr(Config, name))
-        require(not asked or given == fixed[name],
-                f"{flag(name)} {given} differs from {source}'s {fixed[name]}")
+        value = getattr(cfg, name)
+        require(name not in given or value == fixed[name],
+                f"{flag(name)} {value} differs from {source}'s {fixed[name]}")
         setattr(cfg, name, fixed[name])
 
 
-def load_checkpoint(path, cfg):
+def load_checkpoint(path, cfg, given):
     """The checkpoint at `path`, checked to be this script's; its shape goes into cfg."""
     require(os.path.exists(path), f"no checkpoint at {path}; train one first"
             " (or point --out-dir at it)")
@@ -851,7 +870,7 @@ def load_checkpoint(path, cfg):
         raise BadInput(f"{path} is not a readable checkpoint ({type(e).__name__})") from None
     who = ckpt.get("script", "?") if isinstance(ckpt, dict) else "?"
     require(who == SCRIPT, f"{path} is a checkpoint of {who}.py, not of {SCRIPT}.py")
-    adopt(cfg, ckpt["config"], "the checkpoint")
+    adopt(cfg, ckpt["config"], "the checkpoint", given)
     return ckpt
 
 
@@ -860,6 +879,13 @@ def save_checkpoint(path, ckpt):
     os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
     torch.save(ckpt, path + ".tmp")
     os.replace(path + ".tmp", path)
+
+
+def write_metrics(path, record):
+    """Append one evaluation to the metrics file, a JSON object a line."""
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    with open(path, "a") as f:
+        f.write(json.dumps(record) + "\n")
 
 
 def parse_args(argv=None):
@@ -873,14 +899,12 @@ def parse_args(argv=None):
             parser.add_argument(flag(f.name), type=f.type, default=argparse.SUPPRESS,
                                 help=f"{f.metadata['help']} (default {f.default!r})")
     given = vars(parser.parse_args(argv))  # the flags on the command line, no others
-    cfg = Config(**given)
-    cfg.flags_given = set(given)  # so that a checkpoint can tell them from defaults
-    return cfg
+    return Config(**given), set(given)  # the set: so that a checkpoint tells them from defaults
 
 
 def main(argv=None):
     try:
-        run(parse_args(argv))
+        run(*parse_args(argv))
     except BadInput as e:
         print(f"{SCRIPT}.py: error: {e}", file=sys.stderr)
         sys.exit(2)
@@ -891,53 +915,59 @@ def main(argv=None):
         sys.exit(130)
 
 
-def run(cfg):
+def run(cfg, given=()):
+    """Train (unless --sample-only), then search. `given`: the flags on the command line, which
+    must agree with the shape of a checkpoint's or a folder's model."""
     torch.manual_seed(cfg.seed)
     device = pick_device(cfg.device)
-    given = getattr(cfg, "flags_given", set())
     require(not (cfg.init_from and cfg.resume), "--init-from starts from its folder's weights,"
             " --resume from the checkpoint: give one of them")
     require(not cfg.index or cfg.sample_only, "--index is searched with --sample-only; to train"
             " on your documents give --data query<TAB>document pairs")
     require(not cfg.index or cfg.prompt, "--index needs a --prompt to search it for")
     path = os.path.join(cfg.out_dir, f"{SCRIPT}.pt")
+    source = "folder" if cfg.init_from else "checkpoint" if cfg.resume or cfg.sample_only else "new"
     ckpt = None
-    if cfg.resume or cfg.sample_only and not cfg.init_from:
-        ckpt = load_checkpoint(path, cfg)
-        require(not cfg.data or cfg.data == ckpt["config"]["data"] or not cfg.sample_only,
+    if source == "folder":  # read first: a bad folder is refused before the data is read
+        try:
+            model = BERT.from_pretrained(cfg.init_from, cfg.block_size if "block_size" in given
+                                         else None, cfg.dropout)
+        except (ImportError, OSError, KeyError, ValueError) as e:
+            raise BadInput(f"--init-from {cfg.init_from}: {e}") from None
+        require(model.vocab is not None, f"--init-from {cfg.init_from}: no vocab.txt in it, so"
+                " no tokenizer to read the text with")
+        adopt(cfg, model.config, cfg.init_from, given)
+        vocab, wordpiece = model.vocab, True
+    elif source == "checkpoint":
+        ckpt = load_checkpoint(path, cfg, given)
+        require(cfg.resume or not cfg.data or cfg.data == ckpt["config"]["data"],
                 f"--data {cfg.data} is not the data {path} was trained on; --sample-only needs"
                 " no --data (search your documents with --index)")
         cfg.data = cfg.data or ckpt["config"]["data"]
-    if cfg.init_from:  # the folder first: refused, if it is, before the data is read
-        model = BERT.from_pretrained(cfg.init_from, cfg.block_size if "block_size" in given
-                                     else None, cfg.dropout)
-        vocab = model.vocab
-        adopt(cfg, model.config, cfg.init_from)
-        tok = Tokenizer(vocab, wordpiece=True)
+        vocab, wordpiece = ckpt["vocab"], ckpt["wordpiece"]
+        model = BERT(**ckpt["model_args"], dropout=cfg.dropout)
+        model.load_state_dict(ckpt["model"])
     pairs = None if cfg.index else load_pairs(cfg.data)
-    if not cfg.init_from:
-        vocab = ckpt["vocab"] if ckpt else char_vocab(pairs["train"])
-        tok = Tokenizer(vocab, wordpiece=bool(ckpt and ckpt["wordpiece"]))
-        if ckpt and cfg.resume and not tok.wordpiece:
-            require(vocab == char_vocab(pairs["train"]), "this data's vocabulary differs from"
-                    " the checkpoint's; resume on the data it was trained on"
-                    f" ({cfg.data or 'the default'})")
-        model = (BERT(**ckpt["model_args"], dropout=cfg.dropout) if ckpt else
-                 BERT(len(vocab), cfg.block_size, cfg.n_embd, cfg.n_head, cfg.n_layer,
-                      dropout=cfg.dropout))
+    if source == "new":
+        vocab, wordpiece = char_vocab(pairs["train"]), False
+        model = BERT(len(vocab), cfg.block_size, cfg.n_embd, cfg.n_head, cfg.n_layer,
+                     dropout=cfg.dropout)
+    if cfg.resume and not wordpiece:
+        require(vocab == char_vocab(pairs["train"]), "this data's vocabulary differs from the"
+                " checkpoint's; resume on the data it was trained on"
+                f" ({cfg.data or 'the default'})")
+    tok = Tokenizer(vocab, wordpiece)
     model.to(device)
     optimizer = make_optimizer(model, cfg)
     batches = torch.Generator().manual_seed(cfg.seed)
     step = 0
-    if ckpt:
-        model.load_state_dict(ckpt["model"])
+    if cfg.resume:
         optimizer.load_state_dict(ckpt["optimizer"])
         step = ckpt["step"]
-        if not cfg.sample_only:
-            set_rng_states(ckpt["rng"], device, batches)
+        set_rng_states(ckpt["rng"], device, batches)
     n_params = sum(p.numel() for p in model.parameters())
     print(f"{SCRIPT}.py: {n_params / 1e6:.2f}M parameters, vocabulary {len(vocab)}"
-          f" ({'WordPiece' if tok.wordpiece else 'characters'}), on {device}")
+          f" ({'WordPiece' if wordpiece else 'characters'}), on {device}")
     if not cfg.sample_only:
         data = tokenize_pairs(pairs, tok, cfg.block_size)
         print(f"data: {len(pairs['train']):,} train / {len(pairs['val']):,} held-out pairs"
@@ -945,13 +975,15 @@ def run(cfg):
 
         def save(step):
             save_checkpoint(path, {"script": SCRIPT, "config": dataclasses.asdict(cfg),
-                                   "vocab": vocab, "wordpiece": tok.wordpiece,
+                                   "vocab": vocab, "wordpiece": wordpiece,
                                    "model_args": model.config, "step": step,
                                    "model": model.state_dict(),
                                    "optimizer": optimizer.state_dict(),
                                    "rng": rng_states(device, batches)})
 
-        train(model, optimizer, data, tok, cfg, step, save, batches)
+        metrics = os.path.join(cfg.out_dir, f"{SCRIPT}.jsonl")
+        train(model, optimizer, data, tok, cfg, step, save, batches,
+              log=lambda record: write_metrics(metrics, record))
         val = pairs["val"]  # tf-idf reads the text the model reads, and then all of it
         cut = [[tok.cut(text, cfg.block_size) for text in p[:2]] for p in val]
         for name, m in (("model", search_metrics(model, data["val"], tok, cfg, device)),
@@ -974,13 +1006,12 @@ def run(cfg):
     doc_emb = embed_all(model, [tok.encode(d[0], cfg.block_size) for d in docs], tok.pad,
                         cfg.batch_size, device)
     for query, right, results in zip(queries, truth, search(model, tok, queries, doc_emb,
-                                                             cfg.block_size, cfg.top_k)):
+                                                             cfg.block_size, cfg.num_results)):
         print("-" * 80)
         print(f"query: {query[:100]}" + ("" if right is None else f"  (answer: {docs[right][2]}"
                                           f" at {docs[right][1]})"))
         for score, i in results:
             print(show(score, docs[i]) + ("  <- answer" if i == right else ""))
-
 
 if __name__ == "__main__":
     main()
