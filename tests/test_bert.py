@@ -2,6 +2,7 @@
 its two training stages, search, and CLI."""
 import gzip
 import itertools
+import json
 import math
 import os
 import re
@@ -17,8 +18,8 @@ import bert
 import rnn
 from conftest import SHARED_DATA, run_script
 
-TINY = ["--block-size", 48, "--n-embd", 16, "--n-head", 2, "--n-layer", 1, "--batch-size", 8,
-        "--warmup-steps", 2, "--eval-interval", 3, "--eval-steps", 1, "--num-samples", 1,
+TINY = ["--tokens", "char", "--block-size", 48, "--n-embd", 16, "--n-head", 2, "--n-layer", 1,
+        "--batch-size", 8, "--warmup-steps", 2, "--eval-interval", 3, "--eval-steps", 1, "--num-samples", 1,
         "--num-results", 3]
 OPS = [("add", "+", "the sum"), ("sub", "-", "the difference"), ("mul", "*", "the product"),
        ("div", "/", "the quotient"), ("mod", "%", "the remainder"), ("pow", "**", "the power"),
@@ -147,6 +148,32 @@ def test_bert_layout_init_tied_head_and_state_dict_round_trip():
         model.encode(torch.zeros(1, 33, dtype=torch.long))
 
 
+def model_section():
+    """bert.py's import lines and its model section (the model banner to the next banner)."""
+    source = open(bert.__file__, encoding="utf-8").read()
+    lines = source.splitlines(keepends=True)
+    imports = "".join(line for line in lines if line.startswith(("import ", "from ")))
+    start = source.index("# " + "-" * 77 + " model\n")
+    end = source.index("# " + "-" * 77 + " ", start + 1)
+    return imports + source[start:end]
+
+
+def test_model_section_runs_alone_and_loads_a_folder(tmp_path):
+    """Copied alone with the file's imports, the model section defines all it uses: a BERT is
+    built, embeds, loads a folder, and a bad folder raises a plain error."""
+    namespace = {"__name__": "copied"}
+    exec(compile(model_section(), "model_section", "exec"), namespace)
+    model = namespace["BERT"](vocab_size=30, block_size=16, n_embd=8, n_head=2, n_layer=1)
+    assert model.embed(torch.randint(30, (2, 16))).shape == (2, 8)
+    save_hf_bert(tmp_path / "hf", vocab_size=20, hidden_size=8, num_hidden_layers=1,
+                 num_attention_heads=2, intermediate_size=16, max_position_embeddings=8)
+    assert namespace["BERT"].from_pretrained(tmp_path / "hf").config["n_embd"] == 8
+    with pytest.raises(FileNotFoundError, match="no such folder"):
+        namespace["BERT"].from_pretrained(tmp_path / "nowhere")
+    for name in ("BadInput", "require", "optional", "flag"):
+        assert name not in model_section()
+
+
 def save_hf_bert(folder, cls_name="BertModel", seed=0, **config):
     """A BERT built by transformers with random weights (biases and gains too), saved in the
     Hugging Face layout with a vocab.txt; returns it in eval mode, float64."""
@@ -207,7 +234,7 @@ def test_from_pretrained_raises_plain_errors_that_say_what_is_wrong(tmp_path, mo
     raises(FileNotFoundError, tmp_path / "empty", "no config.json in it")
     save_hf_bert(tmp_path / "hf", vocab_size=20, hidden_size=8, num_hidden_layers=1,
                  num_attention_heads=2, intermediate_size=16, max_position_embeddings=8)
-    raises(ValueError, tmp_path / "hf", "block size 9 is more than its 8 positions", block_size=9)
+    raises(ValueError, tmp_path / "hf", "block_size 9 is more than its 8 positions", block_size=9)
     asked = []
 
     def snapshot_download(repo, allow_patterns):  # the hub, offline: one repository cached
@@ -228,7 +255,7 @@ def test_from_pretrained_raises_plain_errors_that_say_what_is_wrong(tmp_path, mo
     (tmp_path / "hf" / "vocab.txt").write_text("[PAD]\n")
     raises(ValueError, tmp_path / "hf", "vocab.txt has 1 tokens, config.json says 20")
     monkeypatch.setitem(os.sys.modules, "safetensors.torch", None)  # as if not installed
-    raises(ImportError, tmp_path / "hf", "needs safetensors: pip install safetensors")
+    raises(ImportError, tmp_path / "hf", "this needs safetensors: pip install safetensors")
 
 
 def test_from_pretrained_reads_a_folder_with_no_vocabulary(tmp_path, refused):
@@ -239,8 +266,8 @@ def test_from_pretrained_reads_a_folder_with_no_vocabulary(tmp_path, refused):
     os.remove(tmp_path / "hf" / "vocab.txt")
     model = bert.BERT.from_pretrained(tmp_path / "hf")
     assert model.vocab is None and model.config["vocab_size"] == 20
-    refused(bert, "--init-from", tmp_path / "hf", "--sample-only", "--prompt", "x",
-            says=["no vocab.txt in it, so no tokenizer"])
+    refused(bert, "--init-from", tmp_path / "hf", "--block-size", 8, "--sample-only", "--prompt",
+            "x", says=["no vocab.txt in it, so no tokenizer"])
 
 
 # ----------------------------------------------------------------------------- real weights
@@ -503,6 +530,33 @@ def test_cli_trains_saves_and_searches(tmp_path, pairs_file):
     assert "query: " in r.stdout and "  <- answer" in r.stdout or "(answer:" in r.stdout
     ckpt = torch.load(tmp_path / "out" / "bert.pt", weights_only=True)
     assert ckpt["script"] == "bert" and ckpt["step"] == 6 and not ckpt["wordpiece"]
+    records = [json.loads(line) for line in open(tmp_path / "out" / "bert.jsonl")]
+    assert [r["step"] for r in records] == [0, 3, 6]
+    assert list(records[-1]) == ["step", "train_loss", "val_loss", "seconds", "tokens_per_s",
+                                 "mrr", "r1", "r10", "stage"]
+    assert [r["stage"] for r in records] == ["mlm", "mlm", "pairs"] and "mrr" not in records[1]
+    printed = re.search(r"^step     6 \| train loss (\S+) .* MRR (\S+)$", r.stdout, flags=re.M)
+    assert f"{records[-1]['train_loss']:.4f}" == printed[1]
+    assert f"{records[-1]['mrr']:.3f}" == printed[2]
+
+
+def test_wordpiece_vocabulary_learned_from_the_training_texts(tmp_path, pairs_file):
+    """The default tokens: a WordPiece vocabulary of the training texts that this file's
+    tokenizer reads them with, splitting words into pieces and needing no [UNK]."""
+    texts = [p for p in bert.stdlib_pairs.__doc__.split(".")]  # any text: a docstring's
+    pairs = [(q, d, "", "") for q, d in PAIRS] + [(t, t, "", "") for t in texts]
+    vocab = bert.wordpiece_vocab(pairs, 120)
+    assert vocab[:5] == bert.SPECIALS and len(vocab) == 120 == len(set(vocab))
+    tok = bert.Tokenizer(vocab, wordpiece=True)
+    tokens = [t for q, d, *_ in pairs for t in tok.tokenize(q + " " + d)]
+    assert "[UNK]" not in tokens and any(t.startswith("##") for t in tokens)
+    assert "return" in vocab  # the commonest word is one token
+    r = run_script("bert.py", "--data", pairs_file, "--max-steps", 2, "--mlm-steps", 1,
+                   *TINY[2:], "--vocab-size", 90, "--out-dir", tmp_path / "out", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert "vocabulary 90 (WordPiece)" in r.stdout.splitlines()[0]
+    ckpt = torch.load(tmp_path / "out" / "bert.pt", weights_only=True)
+    assert ckpt["wordpiece"] and ckpt["vocab"][:5] == bert.SPECIALS
 
 
 def logged_steps(out):
@@ -515,7 +569,8 @@ def test_cli_ctrl_c_saves_and_resume_reaches_the_same_weights(tmp_path, pairs_fi
     Ctrl-C during step 4 (between checkpoints, which come every 3 steps): saved at step 5, in
     the first stage, and resumed through both."""
     monkeypatch.chdir(tmp_path)
-    args = ["--data", str(pairs_file), "--max-steps", "12", "--mlm-steps", "6", "--num-samples", "0",
+    args = ["--data", str(pairs_file), "--max-steps", "12", "--mlm-steps", "6",
+            "--num-samples", "0",
             "--dropout", "0.2", *map(str, TINY)]
     bert.main([*args, "--out-dir", "whole"])
     loss, calls = bert.stage_loss, []
@@ -537,6 +592,8 @@ def test_cli_ctrl_c_saves_and_resume_reaches_the_same_weights(tmp_path, pairs_fi
     monkeypatch.setattr(bert, "stage_loss", loss)
     bert.main([*args, "--out-dir", "cut", "--resume"])
     assert logged_steps(capsys.readouterr().out) == [6, 9, 12]  # on from step 5
+    logged = [json.loads(line)["step"] for line in open(tmp_path / "cut" / "bert.jsonl")]
+    assert logged == [0, 3, 6, 9, 12]  # --resume appends to the run's metrics file
     whole = torch.load(tmp_path / "whole" / "bert.pt", weights_only=True)
     resumed = torch.load(tmp_path / "cut" / "bert.pt", weights_only=True)
     assert resumed["step"] == 12
@@ -570,18 +627,19 @@ def test_cli_init_from_a_folder_searches_and_fine_tunes_with_wordpiece(tmp_path,
                                                                        monkeypatch, capsys,
                                                                        refused):
     save_hf_bert(tmp_path / "hf", vocab_size=60, hidden_size=16, num_hidden_layers=1,
-                 num_attention_heads=2, intermediate_size=64, max_position_embeddings=64)
+                 num_attention_heads=2, intermediate_size=64, max_position_embeddings=128)
     monkeypatch.chdir(tmp_path)
     bert.main(["--init-from", "hf", "--data", str(pairs_file), "--sample-only", "--prompt",
                "w1 w2"])
     out = capsys.readouterr().out
     assert "vocabulary 60 (WordPiece)" in out and out.count("pairs.tsv:") >= 5
     bert.main(["--init-from", "hf", "--data", str(pairs_file), "--max-steps", "4", "--mlm-steps",
-               "2", "--eval-interval", "2", "--eval-steps", "1", "--num-samples", "0",
-               "--block-size", "32"])
+               "2", "--eval-interval", "2", "--eval-steps", "1", "--num-samples", "0"])
     ckpt = torch.load("out/bert.pt", weights_only=True)
     assert ckpt["wordpiece"] and ckpt["step"] == 4 and ckpt["config"]["n_embd"] == 16
-    assert ckpt["model"]["embeddings.position_embeddings.weight"].shape == (32, 16)
+    # --block-size's default, not the folder's 128 positions: fine-tuning at a folder's 512
+    # positions and 64 pairs a batch needs ~37 GB (all-MiniLM-L6-v2), killed for memory
+    assert ckpt["model"]["embeddings.position_embeddings.weight"].shape == (64, 16)
     bert.main(["--sample-only", "--prompt", "w3"])  # the fine-tuned checkpoint, its tokens
     assert "vocabulary 60 (WordPiece)" in capsys.readouterr().out
     refused(bert, "--init-from", "hf", "--n-head", 4, "--data", pairs_file,
@@ -589,8 +647,8 @@ def test_cli_init_from_a_folder_searches_and_fine_tunes_with_wordpiece(tmp_path,
     refused(bert, "--init-from", "hf", "--resume", says=["give one of them"])
     refused(bert, "--init-from", "nowhere", "--sample-only", "--prompt", "x",
             says=["--init-from nowhere: no such folder"])
-    refused(bert, "--init-from", "hf", "--block-size", 65, "--sample-only", "--prompt", "x",
-            says=["--init-from hf: block size 65 is more than its 64 positions"])
+    refused(bert, "--init-from", "hf", "--block-size", 129, "--sample-only", "--prompt", "x",
+            says=["--init-from hf: block_size 129 is more than its 128 positions"])
 
 
 def test_cli_non_finite_loss_exits_1_and_keeps_the_last_checkpoint(tmp_path, pairs_file, capsys,
@@ -605,7 +663,8 @@ def test_cli_non_finite_loss_exits_1_and_keeps_the_last_checkpoint(tmp_path, pai
 
     monkeypatch.setattr(bert.BERT, "forward", nan_after_step_4)
     with pytest.raises(SystemExit) as exit_:
-        bert.main(["--data", str(pairs_file), "--max-steps", "9", "--mlm-steps", "9", *map(str, TINY)])
+        bert.main(["--data", str(pairs_file), "--max-steps", "9", "--mlm-steps", "9",
+                   *map(str, TINY)])
     err = capsys.readouterr().err.strip().splitlines()
     assert exit_.value.code == 1 and len(err) == 1 and "at step 4; stopped" in err[0], err
     assert torch.load("out/bert.pt", weights_only=True)["step"] == 3
@@ -624,7 +683,8 @@ def test_cli_refusals(tmp_path, pairs_file, refused):
                         ("--dropout", -0.1), ("--num-results", 0), ("--block-size", -3)]:
         refused(bert, flag, value, says=[flag, "must be"])
     refused(bert, "--n-embd", 10, "--n-head", 4, says=["divisible by --n-head 4"])
-    refused(bert, "--mlm-steps", 8, "--max-steps", 7, says=["--mlm-steps 8 is more than --max-steps 7"])
+    refused(bert, "--mlm-steps", 8, "--max-steps", 7,
+            says=["--mlm-steps 8 is more than --max-steps 7"])
     refused(bert, "--index", "docs.txt", says=["--index is searched with --sample-only"])
     refused(bert, "--sample-only", says=["no checkpoint"])
     refused(bert, "--device", "gpu", says=["unknown --device 'gpu'"])
