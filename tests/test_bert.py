@@ -573,6 +573,9 @@ def test_cli_ctrl_c_saves_and_resume_reaches_the_same_weights(tmp_path, pairs_fi
             "--num-samples", "0",
             "--dropout", "0.2", *map(str, TINY)]
     bert.main([*args, "--out-dir", "whole"])
+    bert.main([*args, "--out-dir", "whole"])  # a new run starts its metrics file anew
+    logged = [json.loads(line)["step"] for line in open(tmp_path / "whole" / "bert.jsonl")]
+    assert logged == [0, 3, 6, 9, 12]
     loss, calls = bert.stage_loss, []
 
     def ctrl_c_in_step_4(*args):
