@@ -223,8 +223,9 @@ def draw(data):
         ax.set(xlabel=metric + (", %" if scale == 100 else ""), title=metric,
                xlim=(0, 100 * scale / 100 if scale == 100 else 1))
         ax.invert_yaxis()
-    axes[0].set_yticks(list(y), [MODELS[k][0] + (f" ({len(table[k])} seeds)"
-                                                 if len(table[k]) > 1 else "") for k in keys])
+    axes[0].set_yticks(list(y), [MODELS[k][0] + (f" ({len(table[k])} seeds)" if len(table[k]) > 1
+                                                 and not k.startswith("tfidf") else "")
+                                 for k in keys])
     fig.suptitle(f"Search {data['queries']} held-out standard-library functions by docstring"
                  " (bert.py's task): recall@1, recall@10, mean reciprocal rank.\nBars: mean;"
                  " black line: range over seeds. Hybrid: (1-a) cosine + a tf-idf, a chosen on"
