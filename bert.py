@@ -220,7 +220,7 @@ class BERT(nn.Module):
         the positions. Raises FileNotFoundError, ImportError or ValueError saying what is wrong."""
         folder = str(name_or_dir)
         if not os.path.isdir(folder):
-            if "/" not in folder:
+            if not re.fullmatch(r"[\w-]+/[\w.-]+", folder):  # not a hub name: org/model
                 raise FileNotFoundError("no such folder")
             try:
                 import huggingface_hub
