@@ -396,7 +396,7 @@ def npmi(top, occurs):
     occurs = torch.as_tensor(occurs, dtype=torch.float64)
     D = occurs.shape[0]
     scores = []
-    for ids in torch.as_tensor(top):
+    for ids in torch.as_tensor(np.asarray(top)):
         o = occurs[:, ids]  # (D,n)
         p, pj = o.mean(0), (o.t() @ o) / D  # P(i), P(i,j)
         i, j = torch.triu_indices(len(ids), len(ids), 1)

@@ -429,3 +429,25 @@ def test_default_run_prints_readable_topics_of_the_standard_library(tmp_path):
     assert np.mean(npmis) > 0.2
     assert any("asyncio" in line for line in topics) and any("email" in line for line in topics)
     assert "% topic" in r.stdout.split("prompt:")[1]
+
+
+def test_the_model_section_runs_alone_with_the_imports():
+    """Copied alone, from its banner to the next with the file's import lines, the model section
+    runs: LDA and ProdLDA fit a few documents, and bad arguments raise plain errors."""
+    source = open(lda.__file__).read()
+    imports = "\n".join(line for line in source.splitlines()
+                        if line.startswith(("import ", "from ")))
+    start = source.index("# " + "-" * 77 + " model")
+    section = source[start:source.index("# " + "-" * 77 + " ", start + 10)]
+    body = section.split("\n", 1)[1]  # below the banner: no flags, no refusals
+    assert "BadInput" not in body and "require(" not in body and " --" not in body
+    namespace = {}
+    exec(compile(imports + "\n" + section, "model_section", "exec"), namespace)
+    X = torch.from_numpy(small_corpus())
+    model = namespace["LDA"](5, 40, random_state=3)
+    model.em_step(X)
+    reference = lda.LDA(5, 40, random_state=3)
+    reference.em_step(X)
+    assert torch.equal(model.components_, reference.components_)
+    prod = namespace["ProdLDA"](40, 5, n_hidden=8)
+    assert torch.isfinite(prod(X.float()))
