@@ -61,17 +61,17 @@ SCRIPT = "lda"  # written into checkpoints, so that a sibling script refuses thi
 def psi(x):
     """The digamma function as scikit-learn computes it (Bernardo 1976, AS 103): psi(x + 1) =
     psi(x) + 1/x up to x >= 6, then log x - 1/(2x) - 1/(12x^2) + 1/(120x^4) - 1/(252x^6)."""
-    tiny = torch.where(x <= 1e-6, -0.5772156649015329 - 1 / x, torch.nan)  # -euler - 1/x + O(x)
-    result = torch.zeros_like(x)
+    tiny = x <= 1e-6  # there psi(x) = -euler - 1/x + O(x)
+    x0, result = x, torch.zeros_like(x)
     for _ in range(6):  # x > 1e-6 reaches 6 in at most 6 steps
         small = x < 6
-        result = result - torch.where(small, 1 / x, 0.0)
-        x = torch.where(small, x + 1, x)
+        result = result - small / x  # 1/x where small, else 0
+        x = x + small
     r = 1 / x
     result = result + torch.log(x) - 0.5 * r
     r = r * r
     result = result - r * ((1 / 12) - r * ((1 / 120) - r * (1 / 252)))
-    return torch.where(tiny.isnan(), result, tiny)
+    return torch.where(tiny, -0.5772156649015329 - 1 / x0, result)
 
 
 def csr(lengths, cols, values, n_cols):
@@ -86,7 +86,8 @@ def csr(lengths, cols, values, n_cols):
 
 def dirichlet_expectation(a):
     """E[log theta] for theta ~ Dir(a), along the last dimension: psi(a) - psi(sum a)."""
-    return psi(a) - psi(a.sum(-1, keepdim=True))
+    p = psi(torch.cat((a, a.sum(-1, keepdim=True)), -1))  # one call for both
+    return p[..., :-1] - p[..., -1:]
 
 
 class LDA(nn.Module):

@@ -143,9 +143,11 @@ def draw(data):
     im = ax.imshow(m, aspect="auto", cmap="Blues", vmin=0, vmax=1)
     ax.set_yticks(range(len(m)), data["map"]["packages"], fontsize=8)
     ax.set_xticks(range(m.shape[1]), range(m.shape[1]), fontsize=7)
-    ax.set(xlabel="VB topic", title="share of each package's words by topic")
+    ax.set(title="VB topic: share of each package's words")
+    ax.xaxis.tick_top()
     ax.grid(False)
-    fig.colorbar(im, ax=ax, fraction=0.04, pad=0.02)
+    fig.colorbar(im, ax=ax, location="bottom", fraction=0.03, pad=0.06,
+                 label="share of the package's words")
     ax = fig.add_subplot(grid[:, 3])
     names = ["vb", "prodlda", "random"]
     values = [[s for r in runs[n] for s in r["npmi"]] for n in names]
