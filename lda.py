@@ -821,6 +821,9 @@ def run(cfg, given=frozenset()):
         model.eval()
         show_topics(model, vocab, data, cfg.top_k)
     model.eval()
+    if cfg.sample_only and not cfg.prompt:  # what the checkpoint learned: its topics' words
+        for k, top in enumerate(top_words(model.topic_word().detach().cpu(), cfg.top_k)):
+            print(f"topic {k:2d} | {' '.join(vocab[i] for i in top)}")
     if cfg.prompt:
         index = {t: i for i, t in enumerate(vocab)}
         ids = [index[t] for t in words(cfg.prompt) if t in index]

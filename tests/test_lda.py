@@ -314,6 +314,9 @@ def test_cli_sample_only_draws_documents_by_seed(tmp_path, tiny_file, monkeypatc
 
     first = samples(1)
     assert len(first) == 2 and samples(1) == first and samples(2) != first
+    lda.main(["--sample-only"])  # no prompt: the topics' top words
+    topics = [line for line in capsys.readouterr().out.splitlines() if line.startswith("topic")]
+    assert len(topics) == 10 and all(len(line.split("| ")[1].split()) == 10 for line in topics)
 
 
 @pytest.mark.parametrize("settings", [["--learning-method", "online", "--batch-size", "64"],
