@@ -432,7 +432,7 @@ def evaluate(model, data, cfg):
     return out
 
 
-def train(model, optimizer, data, cfg, step=0, save=lambda step: None, log=lambda r: None):
+def train(model, optimizer, data, cfg, step=0, save=lambda step: None, log=lambda record: None):
     """Fit the model from `step` to max_iter passes over data["train"] (D,V): VB by em_step,
     ProdLDA by Adam on its loss. At step 0, every eval_interval passes and at the end: evaluate,
     print, log(record), save(step). Ctrl-C saves and raises KeyboardInterrupt; a non-finite update
