@@ -61,17 +61,15 @@ SCRIPT = "lda"  # written into checkpoints, so that a sibling script refuses thi
 def psi(x):
     """The digamma function as scikit-learn computes it (Bernardo 1976, AS 103): psi(x + 1) =
     psi(x) + 1/x up to x >= 6, then log x - 1/(2x) - 1/(12x^2) + 1/(120x^4) - 1/(252x^6)."""
-    tiny = x <= 1e-6  # there psi(x) = -euler - 1/x + O(x)
-    x0, result = x, torch.zeros_like(x)
-    for _ in range(6):  # x > 1e-6 reaches 6 in at most 6 steps
-        small = x < 6
-        result = result - small / x  # 1/x where small, else 0
-        x = x + small
-    r = 1 / x
-    result = result + torch.log(x) - 0.5 * r
+    steps = x[..., None] + torch.arange(6, dtype=x.dtype, device=x.device)  # x > 1e-6: 6 do
+    small = steps < 6  # the terms 1/(x + j) of the recurrence, up to x + j >= 6
+    result = -(small / steps).sum(-1)
+    y = x + small.sum(-1)
+    r = 1 / y
+    result = result + torch.log(y) - 0.5 * r
     r = r * r
     result = result - r * ((1 / 12) - r * ((1 / 120) - r * (1 / 252)))
-    return torch.where(tiny, -0.5772156649015329 - 1 / x0, result)
+    return torch.where(x <= 1e-6, -0.5772156649015329 - 1 / x, result)  # -euler - 1/x + O(x)
 
 
 def csr(lengths, cols, values, n_cols):
@@ -132,7 +130,7 @@ class LDA(nn.Module):
         for _ in range(self.max_doc_update_iter):
             exp_g, cols = exp_theta[docs], x.col_indices()
             # sum_k exp(E[log theta_dk] + E[log beta_kw]) at each nonzero count: phi's divisor
-            norm_phi = torch.sparse.sampled_addmm(x, exp_g, exp_beta, beta=0.0).values() + eps
+            norm_phi = torch.sparse.sampled_addmm(x, exp_g, beta_t.t(), beta=0.0).values() + eps
             # gamma_dk = alpha + sum_w n_dw phi_dwk, phi_dwk = exp_g_dk exp_beta_kw / norm_phi_dw
             new = exp_g * (csr(lengths, cols, x.values() / norm_phi, self.n_features) @ beta_t)
             new += self.doc_topic_prior
