@@ -95,6 +95,16 @@ def test_psi_is_sklearns_fast_digamma_not_the_exact_one():
     assert diff.max() < 1e-7 and diff.max() > 1e-10  # close to the exact digamma, not it
 
 
+def test_with_an_exact_digamma_agreement_would_stop_near_1e_8(monkeypatch):
+    """Why psi is sklearn's approximation: with torch.digamma the same fit is ~1e-8 apart."""
+    X = small_corpus()
+    sk = SK(n_components=5, max_iter=10, random_state=3).fit(X)
+    monkeypatch.setattr(lda, "psi", torch.digamma)
+    apart = np.abs(fit_ours(X, 5, "batch", 10, random_state=3).components_.numpy()
+                   - sk.components_).max() / sk.components_.max()
+    assert 1e-9 < apart < 1e-6, apart
+
+
 @pytest.mark.parametrize("method", ["batch", "online"])
 def test_vb_equals_sklearn_on_a_small_corpus(method):
     assert_equal_to_sklearn(small_corpus(), 5, method, 10, rtol=1e-12, random_state=3)
