@@ -93,7 +93,8 @@ class LDA(nn.Module):
     LatentDirichletAllocation written out, with its names (components_ = lambda (K,V),
     doc_topic_prior = alpha, topic_word_prior = eta, 1/K if None) and its random stream: from the
     same random_state it draws the same lambda_0 and the same initial gammas, and reaches the same
-    components_. X is a (D,V) tensor of word counts, float64."""
+    components_. X is a dense (D,V) tensor of word counts, float64; the E-step reads only its
+    nonzero counts, as a sparse matrix."""
 
     def __init__(self, n_components, n_features, doc_topic_prior=None, topic_word_prior=None,
                  learning_decay=0.7, learning_offset=10.0, mean_change_tol=1e-3,
