@@ -53,16 +53,17 @@ def run_script(script, *args, cwd, timeout=120):
     return subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=timeout, env=env)
 
 
-def quick_run(name, out, *args):
+def quick_run(name, out, *args, drawn=None):
     """Run `experiments/<name>.py --quick --out out` and check what it leaves there: exactly
-    name.png (a PNG small enough for the README) and name.json. Returns the finished process
-    and the JSON's numbers."""
+    drawn.png (a PNG small enough for the README) and drawn.json, drawn the experiment's name
+    unless it draws another's figure. Returns the finished process and the JSON's numbers."""
+    drawn = drawn or name
     r = run_script(f"experiments/{name}.py", "--quick", "--out", out, *args, cwd=out)
     assert r.returncode == 0, r.stderr
-    assert sorted(os.listdir(out)) == [f"{name}.json", f"{name}.png"]
-    png = open(os.path.join(out, f"{name}.png"), "rb").read()
+    assert sorted(os.listdir(out)) == [f"{drawn}.json", f"{drawn}.png"]
+    png = open(os.path.join(out, f"{drawn}.png"), "rb").read()
     assert png.startswith(b"\x89PNG") and len(png) < 200_000
-    with open(os.path.join(out, f"{name}.json")) as f:
+    with open(os.path.join(out, f"{drawn}.json")) as f:
         return r, json.load(f)
 
 
