@@ -17,7 +17,8 @@ from conftest import ROOT
 
 # The scripts held to one text; a name whose file is not here is skipped (bert.py and lda.py
 # join the list once they follow it).
-SCRIPTS = ("mlp", "rnn", "lstm", "gru", "word2vec", "seq2seq", "transformer", "gpt")
+SCRIPTS = ("mlp", "rnn", "lstm", "gru", "word2vec", "seq2seq", "transformer", "gpt", "bert",
+           "lda")
 SECTIONS = ("model", "data", "train", "sample", "config", "main")  # the banners, in this order
 BANNER = "# " + "-" * 77 + " "
 # The shared blocks, in the order they come, each in its section. Where a script has one, it is
@@ -177,6 +178,11 @@ def build(script, ns):
         return ns["Translator"](10, 10, 8, 16, 1, 2), (src, idx, idx)
     if script == "gpt":
         return ns["GPT"](10, 8, 8, 2, 1), (idx, idx)
+    if script == "bert":
+        return ns["BERT"](10, 8, 8, 2, 1), (idx, idx)
+    if script == "lda":  # ProdLDA's forward is its loss; LDA's own test is below
+        counts = torch.rand(2, 10, dtype=torch.float64).round().float()
+        return ns["ProdLDA"](10, 3, 8), (counts,)
     raise KeyError(f"no small model for {script}.py: add one here")
 
 
@@ -184,15 +190,25 @@ def build(script, ns):
 def test_a_model_section_runs_alone_and_builds_the_scripts_model(script):
     ns = standalone(script)
     model, inputs = build(script, ns)
+    torch.manual_seed(0)
     out = model(*inputs)
-    loss = out[0] if script == "word2vec" else out[1]  # word2vec: (loss, terms summed)
+    # word2vec: (loss, terms summed); lda's ProdLDA: the loss alone; the others: (logits, loss)
+    loss = out if script == "lda" else out[0] if script == "word2vec" else out[1]
     assert torch.isfinite(loss) and loss.dim() == 0
     loss.backward()
     # the very model the script builds: the same weights from the same seed, the same outputs
     module = __import__(script)
     theirs, _ = build(script, vars(module))
     assert model.state_dict().keys() == theirs.state_dict().keys()
-    torch.testing.assert_close(theirs(*inputs)[0], model(*inputs)[0], rtol=0, atol=0)
+    torch.manual_seed(0)
+    theirs(*inputs)  # the same training-mode pass (batch norm's running statistics move)
+    model.eval(), theirs.eval()  # dropout off; lda's ProdLDA draws its noise from the seed
+    torch.manual_seed(0)
+    ours_out = model(*inputs)
+    torch.manual_seed(0)
+    their_out = theirs(*inputs)
+    first = (lambda out: out) if script == "lda" else (lambda out: out[0])
+    torch.testing.assert_close(first(their_out), first(ours_out), rtol=0, atol=0)
     # and it never speaks of the command line: no refusal helpers, no flags
     _, section = model_section(script)
     names = {n.id for n in ast.walk(ast.parse(section)) if isinstance(n, ast.Name)}
@@ -252,3 +268,14 @@ def test_open_metrics_starts_anew_or_appends(script, tmp_path):
     assert records(path) == [{"step": 0, "val_loss": 1.5}, {"step": 5, "val_loss": 1.25}]
     module.open_metrics(path, resume=False)
     assert records(path) == []
+
+
+@pytest.mark.skipif("lda" not in present(), reason="no lda.py")
+def test_lda_model_section_runs_alone_and_fits_as_the_script_does():
+    ns, module = standalone("lda"), __import__("lda")
+    X = torch.tensor([[3, 0, 1, 0, 2], [0, 4, 0, 1, 0], [1, 1, 2, 0, 0]], dtype=torch.float64)
+    ours, theirs = ns["LDA"](2, 5, random_state=0), module.LDA(2, 5, random_state=0)
+    for model in (ours, theirs):
+        model.em_step(X)
+    torch.testing.assert_close(ours.components_, theirs.components_, rtol=0, atol=0)
+    torch.testing.assert_close(ours.transform(X), theirs.transform(X), rtol=0, atol=0)
