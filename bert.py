@@ -803,7 +803,8 @@ class Config:
     max_steps: int = arg(700, "optimizer steps in all: the masked LM's, then the contrastive"
                               " ones", "positive")
     mlm_steps: int = arg(200, "the first stage's share of --max-steps: masked-language-model"
-                              " steps", "non-negative")
+                              " steps (not given: 2/7 of --max-steps, as 200 of 700)",
+                         "non-negative")
     batch_size: int = arg(64, "texts a masked-LM step, pairs a contrastive step (in-batch"
                               " negatives: more is harder)", "positive")
     tau: float = arg(0.05, "the contrastive loss's temperature: cosine similarities / tau"
@@ -841,8 +842,6 @@ class Config:
         require(self.dropout < 1, f"--dropout must be below 1, got {self.dropout}")
         require(self.block_size >= 3, f"--block-size must be at least 3 ([CLS], a token, [SEP]),"
                 f" got {self.block_size}")
-        require(self.mlm_steps <= self.max_steps, f"--mlm-steps {self.mlm_steps} is more than"
-                f" --max-steps {self.max_steps}, the steps of both stages")
 
 
 MODEL_ARGS = ("block_size", "n_embd", "n_head", "n_layer")  # what a checkpoint fixes
@@ -984,6 +983,10 @@ def run(cfg, given=frozenset()):
     """Train (unless --sample-only), then search. `given`: the flags on the command line, which
     must agree with the shape of a checkpoint's or a folder's model."""
     torch.manual_seed(cfg.seed)
+    if "mlm_steps" not in given and cfg.mlm_steps == Config.mlm_steps:  # the default's split
+        cfg.mlm_steps = round(cfg.max_steps * Config.mlm_steps / Config.max_steps)
+    require(cfg.mlm_steps <= cfg.max_steps, f"--mlm-steps {cfg.mlm_steps} is more than"
+            f" --max-steps {cfg.max_steps}, the steps of both stages")
     device = pick_device(cfg.device)
     require(not (cfg.init_from and cfg.resume), "--init-from starts from its folder's weights,"
             " --resume from the checkpoint: give one of them")

@@ -540,6 +540,18 @@ def test_cli_trains_saves_and_searches(tmp_path, pairs_file):
     assert f"{records[-1]['mrr']:.3f}" == printed[2]
 
 
+def test_cli_max_steps_alone_keeps_the_default_split_of_the_two_stages(tmp_path, pairs_file):
+    """--max-steps is both stages' total: given alone, the masked LM keeps the default's share
+    (200 of 700), so that `bert.py --max-steps 20` runs 6 masked-LM and 14 contrastive steps."""
+    r = run_script("bert.py", "--data", pairs_file, "--max-steps", 20, *TINY,
+                   "--out-dir", tmp_path / "out", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    records = [json.loads(line) for line in open(tmp_path / "out" / "bert.jsonl")]
+    stages = {r["step"]: r["stage"] for r in records}  # evaluated every 3 steps and at the ends
+    assert stages[6] == "mlm" and stages[9] == "pairs" and stages[20] == "pairs"
+    assert max(step for step, stage in stages.items() if stage == "mlm") == 6
+
+
 def test_wordpiece_vocabulary_learned_from_the_training_texts(tmp_path, pairs_file):
     """The default tokens: a WordPiece vocabulary of the training texts that this file's
     tokenizer reads them with, splitting words into pieces and needing no [UNK]."""
