@@ -1079,5 +1079,6 @@ def run(cfg, given=frozenset()):
         for score, i in results:
             print(show(score, docs[i]) + ("  <- answer" if i == right else ""))
 
+
 if __name__ == "__main__":
     main()
