@@ -3,7 +3,7 @@ Transformers: trained with a contrastive loss (Reimers & Gurevych 2019, Sentence
 arXiv:1908.10084), they are what retrieval uses today, above tf-idf; hybrid search, a mix of
 both scores, is what RAG systems run.
 
-bert.py's default task: each held-out standard-library docstring ranks the 762 held-out
+bert.py's default task: each held-out standard-library docstring ranks all the held-out
 functions' code (docstring cut out); recall@1, recall@10 and the mean reciprocal rank of
   - tf-idf (bert.py's tfidf_scores), on whole texts and on the text each model reads;
   - the model bert.py trains here from nothing, after each stage (masked LM, contrastive), at
@@ -136,12 +136,17 @@ def is_tune(pair):
     return zlib.crc32(pair[2].split(":")[0].encode()) % bert.HELD_OUT == 1
 
 
+def split_tune(train):
+    """The training pairs -> (those of the tune files, the rest, which the models train on)."""
+    return [p for p in train if is_tune(p)], [p for p in train if not is_tune(p)]
+
+
 def measure(args):
     size = SIZES["quick" if args.quick else "full"]
     pairs = bert.stdlib_pairs()
-    train = pairs["train"][:size["train"]]
-    tune = [p for p in train if is_tune(p)][:size["tune"]]
-    pairs = {"train": [p for p in train if not is_tune(p)], "val": pairs["val"][:size["val"]]}
+    tune, train = split_tune(pairs["train"][:size["train"]])
+    tune = tune[:size["tune"]]
+    pairs = {"train": train, "val": pairs["val"][:size["val"]]}
     val = pairs["val"]
     out = {"settings": {**size, "weights": WEIGHTS}, "queries": len(val),
            "train_pairs": len(pairs["train"]), "tune_pairs": len(tune),
@@ -221,7 +226,7 @@ def draw(data):
             ax.text(sum(v) / len(v), i, f" {sum(v) / len(v):.1f}" if scale == 100
                     else f" {sum(v) / len(v):.3f}", va="center", fontsize=8)
         ax.set(xlabel=metric + (", %" if scale == 100 else ""), title=metric,
-               xlim=(0, 100 * scale / 100 if scale == 100 else 1))
+               xlim=(0, scale))
         ax.invert_yaxis()
     axes[0].set_yticks(list(y), [MODELS[k][0] + (f" ({len(table[k])} seeds)" if len(table[k]) > 1
                                                  and not k.startswith("tfidf") else "")

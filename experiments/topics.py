@@ -12,7 +12,7 @@ corpus), topic diversity (distinct words among the top 25); beside them, the NPM
 run's most coherent topics as bars of their top words, a package x topic map (the share of a
 package's words each topic explains), and the NPMI of VB, ProdLDA and random sets side by side.
 
-    python experiments/topics.py --threads 1     # figures/lda.{png,json}, ~3 min
+    python experiments/topics.py --threads 1     # figures/lda.{png,json}
     python experiments/topics.py --quick         # the same code at toy sizes, out/figures/
     python experiments/topics.py --plot-only     # redraw lda.png from its JSON
 """

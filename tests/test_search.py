@@ -24,11 +24,15 @@ def test_hybrid_weight_is_read_off_the_mrr_of_each_mix():
 
 
 def test_tune_files_are_training_files_no_model_trains_on():
-    pairs = [("q", "d", f"pkg/mod{i}.py:{i}", "") for i in range(200)]
-    tune = [p for p in pairs if search.is_tune(p)]
-    assert 5 < len(tune) < 40
-    held_out = [p for p in pairs if bert.zlib.crc32(p[2].split(":")[0].encode()) % 10 == 0]
-    assert not set(map(id, tune)) & set(map(id, held_out))
+    """The hybrid's weight is chosen on whole files of the training split, apart from the
+    files every model trains on and from bert.py's held-out files."""
+    pairs = [("q", "d", f"pkg/mod{i // 3}.py:{i}", "") for i in range(600)]  # 3 pairs a file
+    train = [p for p in pairs if bert.zlib.crc32(p[2].split(":")[0].encode()) % bert.HELD_OUT]
+    tune, rest = search.split_tune(train)
+    assert 5 < len(tune) < len(rest) and sorted(tune + rest) == sorted(train)
+    file = lambda p: p[2].split(":")[0]  # noqa: E731
+    assert not {file(p) for p in tune} & {file(p) for p in rest}
+    assert all(search.is_tune(p) for p in tune) and not any(search.is_tune(p) for p in rest)
 
 
 def test_quick_run_draws_every_model_on_the_same_queries(tmp_path, monkeypatch):

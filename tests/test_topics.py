@@ -12,7 +12,7 @@ pytest.importorskip("matplotlib")
 sys.path.append(os.path.join(ROOT, "experiments"))  # after the scripts: nothing shadows them
 
 
-def test_quick_run_writes_every_number_and_redraws(tmp_path, capsys):
+def test_quick_run_writes_every_number_and_redraws(tmp_path, capsys, monkeypatch):
     import topics
     r, data = quick_run("topics", tmp_path, "--threads", 1, drawn="lda")
     assert data["quick"] and data["machine"]["threads"] == 1
@@ -31,6 +31,7 @@ def test_quick_run_writes_every_number_and_redraws(tmp_path, capsys):
     assert "| vb | 1337 |" in r.stdout and "| random 10-word sets |" in r.stdout
     (tmp_path / "lda.png").unlink()
     capsys.readouterr()
+    monkeypatch.setattr(topics, "measure", lambda args: pytest.fail("--plot-only measured"))
     topics.main(["--plot-only", "--out", str(tmp_path)])
     assert (tmp_path / "lda.png").exists()
     assert json.loads((tmp_path / "lda.json").read_text()) == data  # not re-measured
