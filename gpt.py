@@ -696,7 +696,7 @@ def save_checkpoint(path, ckpt):
 
 def open_metrics(path, resume):
     """The metrics file at `path`, beside the checkpoint: returns a function that appends one
-    evaluation to it, a dict (step, the losses, seconds since the run started, the script's
+    evaluation to it, a dict (step, the losses, seconds since this process began, the script's
     own metrics), as a line of JSON, to plot or compare runs by. A run from scratch starts the
     file anew and --resume appends to it, so that the file describes the run the checkpoint
     holds; --sample-only opens none."""

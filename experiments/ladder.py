@@ -111,7 +111,7 @@ def measure(args):
     runs = {}
     for s in args.scripts:
         trial = train(s, trial_steps, 1, 1, 0, args, "trial")
-        # seconds a step, from the chars/s of the last evaluation (since the one before)
+        # seconds a step, from the chars/s of the trial's one evaluation: its whole run
         per_step = chars_per_step(s) / max(trial["rate"][-1], 1.0)
         steps = max(1, round(seconds / per_step))
         run = train(s, steps, evals, eval_steps, 0 if quick else 200, args, "run")
